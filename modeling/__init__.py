@@ -1,0 +1,1 @@
+"""Tokenizer training, a LightningModule around Hugging Face causal LMs, evaluation and generation."""

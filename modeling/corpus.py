@@ -1,0 +1,132 @@
+"""Stream text out of curated shards (parquet / jsonl / plain text) in bounded batches.
+
+One reader for every modeling stage (tokenizer training, the data module, evaluation), so "which files and
+which column" is resolved and validated the same way everywhere. Memory is bounded by ``batch_size``
+rows, never by the corpus.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from curation.paths import InputError, detect_format, resolve_paths
+
+#: Formats this reader can stream text out of.
+TEXT_FORMATS = ("parquet", "jsonl", "text")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
+    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - caller closes
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    return list(pq.read_schema(path).names)
+
+
+def _jsonl_columns(path: Path) -> list[str]:
+    with _open_text(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                return list(row) if isinstance(row, dict) else []
+    return []
+
+
+def check_text_column(files: Sequence[Path], text_column: str) -> None:
+    """Fail early, naming the file and the columns it has, when a shard lacks ``text_column``."""
+    for path in files:
+        fmt = detect_format(path)
+        if fmt == "text":
+            continue
+        cols = _parquet_columns(path) if fmt == "parquet" else _jsonl_columns(path)
+        if cols and text_column not in cols:
+            raise InputError(
+                f"{path}: no column {text_column!r}; it has {cols}. Pass the right one with --text-column "
+                f"(or text_column: in the config)."
+            )
+
+
+def resolve_text_files(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                       text_column: str = "text") -> list[Path]:
+    """Resolve inputs to shard files that hold text, and check the column up front."""
+    files = resolve_paths(inputs, formats=TEXT_FORMATS)
+    unknown = [str(f) for f in files if detect_format(f) not in TEXT_FORMATS]
+    if unknown:
+        raise InputError(f"cannot read text from {unknown[:5]}: use .parquet, .jsonl[.gz] or .txt files")
+    check_text_column(files, text_column)
+    return files
+
+
+def iter_text_batches(
+    files: Sequence[Path],
+    text_column: str = "text",
+    batch_size: int = 1000,
+    max_docs: int | None = None,
+) -> Iterator[list[str]]:
+    """Yield lists of at most ``batch_size`` non-empty strings, in file order, up to ``max_docs`` documents.
+
+    Nulls and non-strings are skipped (curated shards have none; raw files might). Plain-text files yield
+    one document per file, since that is how a user hands over a corpus of ``.txt`` documents.
+    """
+    remaining = max_docs if max_docs is not None else float("inf")
+    batch: list[str] = []
+
+    def take(texts: Sequence[object]) -> Iterator[list[str]]:
+        nonlocal batch, remaining
+        for t in texts:
+            if remaining <= 0:
+                return
+            if isinstance(t, str) and t:
+                batch.append(t)
+                remaining -= 1
+                if len(batch) >= batch_size:
+                    yield batch
+                    batch = []
+
+    for path in files:
+        if remaining <= 0:
+            break
+        fmt = detect_format(path)
+        if fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            for rb in pf.iter_batches(batch_size=batch_size, columns=[text_column]):
+                yield from take(rb.column(0).to_pylist())
+                if remaining <= 0:
+                    break
+        elif fmt == "jsonl":
+            with _open_text(path) as fh:
+                rows: list[object] = []
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(row, dict):
+                        rows.append(row.get(text_column))
+                    if len(rows) >= batch_size:
+                        yield from take(rows)
+                        rows = []
+                        if remaining <= 0:
+                            break
+                yield from take(rows)
+        else:
+            with _open_text(path) as fh:
+                yield from take([fh.read()])
+    if batch:
+        yield batch
