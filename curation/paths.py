@@ -100,6 +100,6 @@ def resolve_paths(
             parent = path.parent if str(path.parent) else Path(".")
             hint = ""
             if parent.is_dir():
-                hint = f"; {str(parent)}/ holds: {', '.join(sorted(p.name for p in parent.iterdir())[:20]) or '(nothing)'}"
+                hint = f"; {parent!s}/ holds: {', '.join(sorted(p.name for p in parent.iterdir())[:20]) or '(nothing)'}"
             raise InputError(f"input path {str(path)!r} does not exist{hint}")
     return sorted(out)

@@ -25,7 +25,7 @@ TEXT_FORMATS = ("parquet", "jsonl", "text")
 def _open_text(path: Path) -> io.TextIOBase:
     if path.name.endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115 - caller closes
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def _parquet_columns(path: Path) -> list[str]:

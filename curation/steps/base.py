@@ -1,0 +1,47 @@
+"""What every step shares: applying a text function to the live rows of an Arrow batch, and marking drops.
+
+A batch is a ``pyarrow.Table``. Rows already marked with a ``drop_reason`` are left alone by later steps
+(they are counted and removed at the end, never silently lost), and so are rows whose text is null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation import columns
+
+
+def live_mask(batch: pa.Table) -> list[bool]:
+    """True for rows no earlier step has dropped."""
+    if columns.DROP_REASON not in batch.column_names:
+        return [True] * batch.num_rows
+    return pc.is_null(batch.column(columns.DROP_REASON)).to_pylist()
+
+
+def set_column(batch: pa.Table, name: str, values: pa.Array | pa.ChunkedArray | Sequence[object],
+               type: pa.DataType | None = None) -> pa.Table:
+    """Replace ``name`` if present, else append it."""
+    arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, type=type)
+    idx = batch.schema.get_field_index(name)
+    if idx >= 0:
+        return batch.set_column(idx, name, arr)
+    return batch.append_column(name, arr)
+
+
+def map_text(batch: pa.Table, text_column: str, fn: Callable[[str], str]) -> pa.Table:
+    """Apply ``fn`` to the text of every live row whose text is a string; keep the rest as they are."""
+    texts = batch.column(text_column).to_pylist()
+    live = live_mask(batch)
+    out = [fn(t) if ok and isinstance(t, str) else t for t, ok in zip(texts, live)]
+    return set_column(batch, text_column, pa.array(out, type=pa.large_string()))
+
+
+def mark_dropped(batch: pa.Table, reasons: Sequence[str | None]) -> pa.Table:
+    """Record ``reasons`` (None = keep) for rows not dropped yet. An earlier reason always wins."""
+    if columns.DROP_REASON in batch.column_names:
+        old = batch.column(columns.DROP_REASON).to_pylist()
+        reasons = [o if o is not None else r for o, r in zip(old, reasons)]
+    return set_column(batch, columns.DROP_REASON, pa.array(list(reasons), type=pa.string()))

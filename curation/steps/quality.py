@@ -1,0 +1,63 @@
+"""Simple document bounds: characters and words. Rows outside them are marked, not removed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from curation.steps.base import live_mask, mark_dropped
+
+
+@dataclass(frozen=True)
+class QualityConfig:
+    min_chars: int = 1
+    """Fewer characters than this -> dropped as ``too_short``."""
+    max_chars: int | None = None
+    """More characters than this -> dropped as ``too_long`` (None: no upper bound)."""
+    min_words: int = 3
+    """Fewer whitespace-separated words -> ``too_few_words``. Texts of one or two words teach a model nothing.
+    Whitespace words undercount Chinese/Japanese text; set 0 or 1 for CJK corpora."""
+    max_words: int | None = None
+    """More words -> ``too_many_words`` (None: no upper bound)."""
+
+    def __post_init__(self) -> None:
+        for lo, hi, name in ((self.min_chars, self.max_chars, "chars"), (self.min_words, self.max_words, "words")):
+            if lo < 0 or (hi is not None and hi < lo):
+                raise ValueError(f"quality: need 0 <= min_{name} <= max_{name}; got {lo} and {hi}")
+
+
+def quality_reason(text: str, cfg: QualityConfig = QualityConfig()) -> str | None:
+    """The reason ``text`` fails the bounds, or None when it passes."""
+    n = len(text)
+    if n < cfg.min_chars:
+        return "too_short"
+    if cfg.max_chars is not None and n > cfg.max_chars:
+        return "too_long"
+    if cfg.min_words or cfg.max_words is not None:
+        # maxsplit stops counting once the lower bound is proven: a 10 MB document costs no full split
+        limit = -1 if cfg.max_words is not None else cfg.min_words
+        words = len(text.split(maxsplit=limit))
+        if words < cfg.min_words:
+            return "too_few_words"
+        if cfg.max_words is not None and words > cfg.max_words:
+            return "too_many_words"
+    return None
+
+
+class QualityFilter:
+    """Batch step: mark live rows that fail the bounds."""
+
+    name = "quality"
+
+    def __init__(self, cfg: QualityConfig = QualityConfig(), text_column: str = "text") -> None:
+        self.cfg = cfg
+        self.text_column = text_column
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        texts = batch.column(self.text_column).to_pylist()
+        reasons = [
+            quality_reason(t, self.cfg) if ok and isinstance(t, str) else None
+            for t, ok in zip(texts, live_mask(batch))
+        ]
+        return mark_dropped(batch, reasons)

@@ -1,0 +1,64 @@
+"""Remove (or replace with a token) http(s) and www URLs.
+
+The seed's ``https?://\\S+`` misses ``www.`` links and eats the punctuation after a URL (``see
+https://x.org.`` loses its full stop, ``(https://x.org)`` its closing parenthesis). Here trailing sentence
+punctuation stays, and a closing bracket stays unless the URL opened one itself (Wikipedia-style
+``https://en.wikipedia.org/wiki/Foo_(bar)``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from curation.steps.base import map_text
+
+_URL = re.compile(r"(?:\bhttps?://|(?<![\w.@/-])www\.)[^\s<>\"'`{}|\\^]+", re.IGNORECASE)
+_TRAILING = ".,;:!?'\")]}*"
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+@dataclass(frozen=True)
+class UrlConfig:
+    replacement: str = ""
+    """What a URL becomes: nothing (default) or a token such as ``[URL]``."""
+
+
+def _url_end(url: str) -> int:
+    """Length of ``url`` once trailing punctuation that belongs to the sentence is cut off."""
+    end = len(url)
+    while end > 0 and url[end - 1] in _TRAILING:
+        ch = url[end - 1]
+        opener = _PAIRS.get(ch)
+        if opener is not None and url.count(opener, 0, end) >= url.count(ch, 0, end):
+            break  # balanced: the bracket is part of the URL
+        end -= 1
+    return end
+
+
+def remove_urls(text: str, cfg: UrlConfig = UrlConfig()) -> str:
+    """Replace every URL by ``cfg.replacement``; text without ``://`` or ``www.`` is returned as is."""
+    if "://" not in text and "www." not in text.lower():
+        return text
+
+    def repl(m: re.Match[str]) -> str:
+        url = m.group(0)
+        end = _url_end(url)
+        return cfg.replacement + url[end:]
+
+    return _URL.sub(repl, text)
+
+
+class UrlRemover:
+    """Batch step: remove URLs from the text column of live rows."""
+
+    name = "urls"
+
+    def __init__(self, cfg: UrlConfig = UrlConfig(), text_column: str = "text") -> None:
+        self.cfg = cfg
+        self.text_column = text_column
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_text(batch, self.text_column, lambda t: remove_urls(t, self.cfg))
