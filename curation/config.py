@@ -1,0 +1,163 @@
+"""Run configuration: one frozen dataclass per step, one for the run, loaded from YAML and CLI flags.
+
+The YAML file holds everything the flags hold and more (per-step options); flags override it. Unknown keys
+are errors that name the key, the section and the valid keys, because a typo such as ``min_char:`` silently
+ignored would run an hour with the wrong settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from curation.dedup import DedupConfig
+from curation.io import ReaderConfig, WriterConfig
+from curation.steps.html import HtmlConfig
+from curation.steps.language import LanguageConfig
+from curation.steps.normalize import NormalizeConfig
+from curation.steps.pii import PiiConfig
+from curation.steps.quality import QualityConfig
+from curation.steps.urls import UrlConfig
+from curation.steps.whitespace import WhitespaceConfig
+
+STEP_ORDER: tuple[str, ...] = ("normalize", "html", "urls", "whitespace", "quality", "language", "dedup", "pii")
+"""The order steps run in, whatever order they are listed in. Cheap filters run before the shuffle so that
+dropped rows travel light, and PII redaction (the costliest step) runs last, on the rows that survive."""
+
+
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the key and says what would be right."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    input: tuple[str, ...] = ()
+    """Input files, directories, globs, or ``hf://DATASET`` names."""
+    output: str = ""
+    """Output directory: curated shards, report.json, report.md."""
+    text_column: str = "text"
+    """Column holding the document text; every other column passes through."""
+    steps: tuple[str, ...] = STEP_ORDER
+    """Steps to run (any subset of normalize, html, urls, whitespace, quality, language, dedup, pii)."""
+    ray_address: str | None = None
+    """Ray cluster to attach to (``auto``, ``ray://host:10001``); None uses ``RAY_ADDRESS`` or starts a
+    local Ray."""
+    overwrite: bool = False
+    """Replace the curated shards of an earlier run in ``output`` (otherwise such a directory is an error)."""
+    batch_size: int = 1024
+    """Rows per batch handed to the cleaning steps."""
+    num_cpus: int | None = None
+    """CPUs for the embedded local Ray (None: all of this machine's). Ignored when attaching to a cluster."""
+    progress: bool = True
+    """Show Ray Data's progress bars."""
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    html: HtmlConfig = field(default_factory=HtmlConfig)
+    urls: UrlConfig = field(default_factory=UrlConfig)
+    whitespace: WhitespaceConfig = field(default_factory=WhitespaceConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    language: LanguageConfig = field(default_factory=LanguageConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    pii: PiiConfig = field(default_factory=PiiConfig)
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.steps if s not in STEP_ORDER]
+        if unknown:
+            raise ConfigError(f"steps: unknown step(s) {unknown}; valid steps are {','.join(STEP_ORDER)}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def ordered_steps(self) -> tuple[str, ...]:
+        return tuple(s for s in STEP_ORDER if s in self.steps)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Coerce YAML values into the annotated type: nested dataclasses, tuples from lists, optional fields."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of options, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where) if len(args) == 1 else value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return tuple(value)
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with the list of valid ones."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {names}")
+    kwargs = {k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` (CLI flags, None = not given) into ``base`` (the YAML)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            nested = merge(out.get(key) or {}, value)
+            if nested:
+                out[key] = nested
+        else:
+            out[key] = value
+    return out
+
+
+def build_config(yaml_path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
+    """YAML (optional) + flag overrides -> a validated RunConfig."""
+    data = load_yaml(yaml_path) if yaml_path else {}
+    cfg = from_dict(RunConfig, merge(data, overrides))
+    if not cfg.input:
+        raise ConfigError("no input: pass --input PATH_OR_GLOB (or input: [...] in the config)")
+    if not cfg.output:
+        raise ConfigError("no output: pass --output DIR (or output: in the config)")
+    return cfg
+
+
+def to_dict(cfg: Any) -> Any:
+    """A JSON/YAML-friendly view of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg

@@ -1,0 +1,246 @@
+"""Run report: counts, timings and histograms folded from per-shard summaries, written as JSON and Markdown.
+
+The conservation law ``rows_in == rows_out + sum(dropped.values())`` is checked on every run; a run whose
+numbers do not add up fails loudly instead of handing over a corpus nobody can account for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+from curation import columns
+
+LENGTH_BINS = [0, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 1_000_000, math.inf]
+"""Character-length histogram edges of the curated documents."""
+
+
+class ConservationError(RuntimeError):
+    """Rows in != rows out + dropped: a step lost or invented rows."""
+
+
+@dataclass
+class StepStats:
+    rows_in: int = 0
+    rows_out: int = 0
+    chars_in: int = 0
+    chars_out: int = 0
+    seconds: float = 0.0
+
+    def add(self, other: StepStats) -> None:
+        self.rows_in += other.rows_in
+        self.rows_out += other.rows_out
+        self.chars_in += other.chars_in
+        self.chars_out += other.chars_out
+        self.seconds += other.seconds
+
+
+def _value_counts(arr: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in pc.value_counts(arr).to_pylist():
+        if item["values"] is not None:
+            out[str(item["values"])] = int(item["counts"])
+    return out
+
+
+def shard_summary(shard: int, kept: pa.Table, dropped: pa.Table, stats: dict[str, StepStats],
+                  dup_groups: int, text_column: str) -> dict[str, Any]:
+    """Everything the report needs from one shard, small enough to send to the driver."""
+    lengths = pc.utf8_length(kept.column(text_column)).to_numpy(zero_copy_only=False) if kept.num_rows else []
+    hist = [0] * (len(LENGTH_BINS) - 1)
+    for n in lengths:
+        for i in range(len(hist)):
+            if n < LENGTH_BINS[i + 1]:
+                hist[i] += 1
+                break
+    pii: Counter[str] = Counter()
+    if columns.PII_COUNTS in kept.column_names and kept.num_rows:
+        col = kept.column(columns.PII_COUNTS).combine_chunks()
+        for i, f in enumerate(col.type):
+            pii[f.name] += int(pc.sum(col.field(i)).as_py() or 0)
+    langs = _value_counts(kept.column(columns.LANG)) if columns.LANG in kept.column_names else {}
+    langs_all: Counter[str] = Counter(langs)
+    if columns.LANG in dropped.column_names:
+        langs_all.update(_value_counts(dropped.column(columns.LANG)))
+    return {
+        "shard": shard,
+        "rows_out": kept.num_rows,
+        "chars_out": int(sum(int(n) for n in lengths)),
+        "dropped": _value_counts(dropped.column(columns.DROP_REASON)) if dropped.num_rows else {},
+        "dup_groups": dup_groups,
+        "languages_kept": langs,
+        "languages_seen": dict(langs_all),
+        "pii": dict(pii),
+        "length_hist": hist,
+        "steps": {k: asdict(v) for k, v in stats.items()},
+    }
+
+
+def fingerprint_inputs(tasks: Sequence[Any], sample_bytes: int = 1 << 20) -> list[dict[str, Any]]:
+    """Size, mtime and an xxh3-128 of the first and last MiB of each input file (cheap even for TB)."""
+    out = []
+    for path in sorted({t.path for t in tasks}):
+        p = Path(path)
+        if not p.is_file():
+            out.append({"path": path})
+            continue
+        st = p.stat()
+        h = xxhash.xxh3_128()
+        with open(p, "rb") as fh:
+            h.update(fh.read(sample_bytes))
+            if st.st_size > 2 * sample_bytes:
+                fh.seek(-sample_bytes, 2)
+                h.update(fh.read(sample_bytes))
+        h.update(str(st.st_size).encode())
+        out.append({"path": path, "bytes": st.st_size, "mtime": st.st_mtime, "xxh3_128_sample": h.hexdigest()})
+    return out
+
+
+def build_report(summaries: Sequence[dict[str, Any]], *, config: dict[str, Any], steps: Sequence[str],
+                 inputs: list[dict[str, Any]], wall_seconds: dict[str, float], num_shards: int) -> dict[str, Any]:
+    """Fold per-shard summaries into the run report."""
+    dropped: Counter[str] = Counter()
+    langs_kept: Counter[str] = Counter()
+    langs_seen: Counter[str] = Counter()
+    pii: Counter[str] = Counter()
+    hist = [0] * (len(LENGTH_BINS) - 1)
+    step_stats: dict[str, StepStats] = {}
+    rows_out = chars_out = dup_groups = 0
+    for s in summaries:
+        rows_out += s["rows_out"]
+        chars_out += s["chars_out"]
+        dup_groups += s["dup_groups"]
+        dropped.update(s["dropped"])
+        langs_kept.update(s["languages_kept"])
+        langs_seen.update(s["languages_seen"])
+        pii.update(s["pii"])
+        hist = [a + b for a, b in zip(hist, s["length_hist"])]
+        for name, values in s["steps"].items():
+            step_stats.setdefault(name, StepStats()).add(StepStats(**values))
+    read = step_stats.pop("read", StepStats())
+    rows_in = read.rows_in
+    total = wall_seconds.get("total", 0.0)
+    return {
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "dropped": dict(sorted(dropped.items())),
+        "chars_in": read.chars_out,
+        "chars_out": chars_out,
+        "docs_per_second": rows_in / total if total else None,
+        "duplicates": {"groups": dup_groups, "rows_removed": dropped.get("duplicate", 0)},
+        "languages": {"kept": dict(langs_kept.most_common()), "seen": dict(langs_seen.most_common())},
+        "pii": dict(sorted(pii.items())),
+        "length_histogram": {
+            "edges": [e if e != math.inf else None for e in LENGTH_BINS],
+            "counts": hist,
+        },
+        "steps": {
+            name: {**asdict(step_stats[name]), "rows_dropped": step_stats[name].rows_in - step_stats[name].rows_out}
+            for name in steps if name in step_stats
+        },
+        "read": {"rows": read.rows_in, "valid_rows": read.rows_out},
+        "timings": {"wall_seconds": wall_seconds,
+                    "step_cpu_seconds": {n: round(step_stats[n].seconds, 3) for n in steps if n in step_stats}},
+        "num_shards": num_shards,
+        "inputs": inputs,
+        "config": config,
+    }
+
+
+def check_conservation(report: dict[str, Any]) -> None:
+    total = report["rows_out"] + sum(report["dropped"].values())
+    if report["rows_in"] != total:
+        raise ConservationError(
+            f"rows do not add up: rows_in={report['rows_in']} but rows_out + dropped = {report['rows_out']} + "
+            f"{sum(report['dropped'].values())} = {total}. This is a bug in a step; please report it with report.json."
+        )
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """A short human summary for stdout."""
+    w = report["timings"]["wall_seconds"]
+    lines = [
+        f"rows in {report['rows_in']:,} -> out {report['rows_out']:,} "
+        f"({report['rows_out'] / max(1, report['rows_in']):.1%} kept) in {w.get('total', 0):.1f}s "
+        f"({report['docs_per_second'] or 0:,.0f} docs/s)",
+        f"chars in {report['chars_in']:,} -> out {report['chars_out']:,}",
+    ]
+    if report["dropped"]:
+        lines.append("dropped: " + ", ".join(f"{k}={v:,}" for k, v in report["dropped"].items()))
+    if report["duplicates"]["groups"]:
+        d = report["duplicates"]
+        lines.append(f"duplicates: {d['rows_removed']:,} rows in {d['groups']:,} groups")
+    if report["languages"]["seen"]:
+        lines.append("languages seen: " + ", ".join(f"{k}={v:,}" for k, v in list(report["languages"]["seen"].items())[:8]))
+    if report["pii"]:
+        lines.append("PII redacted: " + ", ".join(f"{k}={v:,}" for k, v in report["pii"].items() if v) or "none")
+    return lines
+
+
+def _plots(report: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    langs = report["languages"]["seen"]
+    if langs:
+        items = list(langs.items())[:20]
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        kept = report["languages"]["kept"]
+        ax.bar([k for k, _ in items], [v for _, v in items], color="#c9c9c9", label="seen")
+        ax.bar([k for k, _ in items], [kept.get(k, 0) for k, _ in items], color="#3b7dd8", label="kept")
+        ax.set_ylabel("documents")
+        ax.set_title("Languages")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "languages.png", dpi=110)
+        plt.close(fig)
+        made.append("languages.png")
+    counts = report["length_histogram"]["counts"]
+    if any(counts):
+        edges = report["length_histogram"]["edges"]
+        labels = [f"<{int(e):,}" if e is not None else f">={int(edges[-2]):,}" for e in edges[1:]]
+        fig, ax = plt.subplots(figsize=(7, 3.2))
+        ax.bar(labels, counts, color="#3b7dd8")
+        ax.set_ylabel("documents")
+        ax.set_xlabel("characters")
+        ax.set_title("Document length (curated)")
+        plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+        fig.tight_layout()
+        fig.savefig(out / "lengths.png", dpi=110)
+        plt.close(fig)
+        made.append("lengths.png")
+    return made
+
+
+def render_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
+    lines = ["# Curation report", "", *[f"- {line}" for line in summary_lines(report)], "", "## Steps", "",
+             "| step | rows in | rows out | dropped | chars in | chars out | CPU s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, s in report["steps"].items():
+        lines.append(f"| {name} | {s['rows_in']:,} | {s['rows_out']:,} | {s['rows_dropped']:,} | {s['chars_in']:,} | "
+                     f"{s['chars_out']:,} | {s['seconds']:.2f} |")
+    lines += ["", "## Dropped rows by reason", "", "| reason | rows |", "|---|---:|"]
+    lines += [f"| {k} | {v:,} |" for k, v in report["dropped"].items()] or ["| (none) | 0 |"]
+    if report["pii"]:
+        lines += ["", "## PII redacted", "", "| type | count |", "|---|---:|"]
+        lines += [f"| {k} | {v:,} |" for k, v in report["pii"].items()]
+    for p in plots:
+        lines += ["", f"![{p}]({p})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> None:
+    """report.json (machine-readable), report.md and PNG plots (for people)."""
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    (out / "report.md").write_text(render_markdown(report, _plots(report, out)), encoding="utf-8")
