@@ -16,7 +16,6 @@ Exit codes: 0 done, 2 bad input or configuration (nothing was processed), 1 fail
 from __future__ import annotations
 
 import argparse
-
 import logging
 import sys
 from typing import Any

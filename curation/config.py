@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -56,6 +56,10 @@ class RunConfig:
     """CPUs for the embedded local Ray (None: all of this machine's). Ignored when attaching to a cluster."""
     progress: bool = True
     """Show Ray Data's progress bars."""
+    shuffle: Literal["sort", "hash"] = "sort"
+    """Ray Data shuffle that brings each output shard together: ``sort`` (pull-based sort shuffle; well under
+    a second of fixed cost) or ``hash`` (Ray's hash shuffle with aggregator actors; seconds of fixed cost,
+    meant for very large clusters). Both give identical output."""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
@@ -71,6 +75,8 @@ class RunConfig:
         unknown = [s for s in self.steps if s not in STEP_ORDER]
         if unknown:
             raise ConfigError(f"steps: unknown step(s) {unknown}; valid steps are {','.join(STEP_ORDER)}")
+        if self.shuffle not in ("sort", "hash"):
+            raise ConfigError(f"shuffle must be 'sort' or 'hash', got {self.shuffle!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 

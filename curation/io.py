@@ -403,9 +403,15 @@ def shard_name(shard: int, cfg: WriterConfig) -> str:
     return f"part-{shard:05d}.{'parquet' if cfg.format == 'parquet' else 'jsonl'}"
 
 
-def drop_internal(table: pa.Table) -> pa.Table:
-    keep = [c for c in table.column_names if c not in columns.INTERNAL and not c.startswith("_stats")]
-    return table.select(keep)
+def output_table(table: pa.Table, text_column: str) -> pa.Table:
+    """The curated columns in a fixed order (id, text, source, the input's other columns by name, then the
+    columns steps add), internal columns removed. Blocks reach a shard in any order, and the union of their
+    schemas with them, so a fixed order is what makes the written bytes independent of the cluster."""
+    added = (columns.LANG, columns.LANG_SCORE, columns.PII_COUNTS)
+    first = [c for c in (columns.ID, text_column, columns.SOURCE) if c in table.column_names]
+    rest = sorted(c for c in table.column_names
+                  if c not in first and c not in added and c not in columns.INTERNAL)
+    return table.select(first + rest + [c for c in added if c in table.column_names])
 
 
 def is_dropped(table: pa.Table) -> pa.ChunkedArray:

@@ -35,7 +35,7 @@ from curation.config import RunConfig, to_dict
 from curation.dedup import add_keys, mark_duplicates
 from curation.io import (
     ReadTask,
-    drop_internal,
+    output_table,
     plan_reads,
     read_task,
     shard_count,
@@ -58,6 +58,11 @@ BEFORE_SHUFFLE = ("normalize", "html", "urls", "whitespace", "quality", "languag
 """Steps that run per batch before the shuffle; ``dedup`` and ``pii`` run per shard after it."""
 
 EMPTY_AFTER_CLEANING = "empty_after_cleaning"
+DATA_DIR = "data"
+"""Curated shards go to ``OUTPUT/data/part-NNNNN.<ext>`` so the folder reads as one dataset
+(``pq.read_table("OUTPUT/data")``) without the report files in the way."""
+DROPPED_DIR = "dropped"
+"""With ``writer.write_dropped``: ``OUTPUT/dropped/part-NNNNN.<ext>`` lists every removed id and its reason."""
 
 
 def make_step(name: str, cfg: RunConfig) -> Callable[[pa.Table], pa.Table]:
@@ -206,11 +211,11 @@ class ShardStage:
         kept = kept.sort_by([(columns.ID, "ascending")])
         out = Path(self.cfg.output)
         if kept.num_rows:
-            write_table(drop_internal(kept), out / shard_name(shard, self.cfg.writer), self.cfg.writer)
+            write_table(output_table(kept, tc), out / DATA_DIR / shard_name(shard, self.cfg.writer), self.cfg.writer)
         if self.cfg.writer.write_dropped and dropped.num_rows:
             cols = [columns.ID, columns.DROP_REASON]
             write_table(dropped.select(cols).sort_by([(columns.ID, "ascending")]),
-                        out / "dropped" / shard_name(shard, self.cfg.writer), self.cfg.writer)
+                        out / DROPPED_DIR / shard_name(shard, self.cfg.writer), self.cfg.writer)
         summary = shard_summary(shard, kept, dropped, stats, groups, tc)
         return pa.table({"shard": [shard], "summary": [json.dumps(summary)]})
 
@@ -220,16 +225,15 @@ def prepare_output(cfg: RunConfig) -> Path:
     out = Path(cfg.output)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--output {str(out)!r} is a file; give a directory")
-    old = sorted(p.name for p in out.glob("part-*")) if out.is_dir() else []
+    old = sorted(p.name for p in (out / DATA_DIR).glob("part-*")) if (out / DATA_DIR).is_dir() else []
     if old and not cfg.overwrite:
         raise FileExistsError(
             f"--output {str(out)!r} already holds curated shards ({', '.join(old[:3])}, ...) from an earlier run; "
             f"pass --overwrite to replace them or choose another directory"
         )
-    for name in old:
-        (out / name).unlink()
-    if (out / "dropped").is_dir() and cfg.overwrite:
-        shutil.rmtree(out / "dropped")
+    for sub in (DATA_DIR, DROPPED_DIR):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -254,6 +258,7 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     """Run the pipeline end to end; returns the report (also written to ``output/report.json``)."""
     import ray
     import ray.data
+    from ray.data.context import ShuffleStrategy
 
     t_start = time.time()
     tasks = plan_reads(cfg.input, cfg.text_column, cfg.reader)  # fails fast on bad input, before Ray starts
@@ -265,6 +270,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress
     ctx.enable_operator_progress_bars = cfg.progress
+    ctx.shuffle_strategy = (ShuffleStrategy.SORT_SHUFFLE_PULL_BASED if cfg.shuffle == "sort"
+                            else ShuffleStrategy.HASH_SHUFFLE)
     t_ray = time.time()
 
     ds = ray.data.from_items([asdict(t) for t in tasks], override_num_blocks=len(tasks))

@@ -1,0 +1,158 @@
+"""Ray integration: the real pipeline on small real files, conservation, determinism, the CLI contract."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from curation.config import build_config
+from curation.sample import generate
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    generate(d, docs=300, seed=1)
+    pq.write_table(pa.table({"text": ["A parquet document about routers and firmware updates.",
+                                      "A parquet document about routers and firmware updates."],
+                             "rating": [5, 3]}), d / "extra.parquet")
+    return d
+
+
+def _run(corpus, out, **over):
+    from curation.pipeline import run
+
+    data = {"input": [str(corpus)], "output": str(out), "progress": False, "language": {"languages": ["en"]},
+            "writer": {"write_dropped": True}, "dedup": {"key": "normalized"}}
+    for k, v in over.items():
+        data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
+    return run(build_config(None, data))
+
+
+def _digest(out: Path) -> dict[str, str]:
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("part-*"))}
+
+
+def test_report_conserves_rows_and_output_is_clean(ray_local, corpus, tmp_path):
+    report = _run(corpus, tmp_path / "out")
+    assert report["rows_in"] == report["rows_out"] + sum(report["dropped"].values())
+    assert report["rows_in"] == 300 + 300 // 8 + 3 + 2  # docs + duplicates + 3 broken rows + 2 parquet rows
+    assert {"malformed_json", "empty_text", "null_text", "duplicate", "language"} <= set(report["dropped"])
+    assert report["duplicates"]["rows_removed"] == report["dropped"]["duplicate"] > 0
+    assert set(report["steps"]) == {"normalize", "html", "urls", "whitespace", "quality", "language", "dedup", "pii"}
+    for s in report["steps"].values():
+        assert s["rows_in"] - s["rows_out"] == s["rows_dropped"] >= 0
+    assert report["pii"]["email"] > 0 and report["pii"]["phone"] > 0
+    assert report["languages"]["seen"]["en"] > report["languages"]["kept"].get("de", 0) == 0
+    rows = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    assert len(rows) == report["rows_out"]
+    texts = [r["text"] for r in rows]
+    assert not any("<p>" in t or "&amp;" in t or "dataLayer" in t or "http" in t for t in texts)
+    plain = [t for t in texts if "[" not in t]  # dedup runs before PII redaction, so compare PII-free texts
+    assert plain and len({t.casefold() for t in plain}) == len(plain)
+    assert all(r["lang"] == "en" for r in rows)
+    assert {"url", "ticket_id", "rating", "id", "source", "lang", "lang_score", "pii_counts"} <= set(rows[0])
+    assert "drop_reason" not in rows[0] and "_shard" not in rows[0]
+    dropped = pq.read_table(tmp_path / "out" / "dropped").to_pylist()
+    assert len(dropped) == sum(report["dropped"].values())
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["rows_out"] == report["rows_out"] and saved["config"]["language"]["languages"] == ["en"]
+    assert "## Steps" in (tmp_path / "out" / "report.md").read_text()
+    # the parquet duplicate pair keeps its smallest id (row 0)
+    kept = [r for r in rows if r["text"].startswith("A parquet document")]
+    assert len(kept) == 1 and kept[0]["rating"] == 5
+
+
+def test_same_bytes_for_one_block_or_many_and_across_runs(ray_local, corpus, tmp_path):
+    three = {"write_dropped": True, "num_shards": 3}
+    _run(corpus, tmp_path / "a", writer=three)
+    _run(corpus, tmp_path / "b", writer=three, batch_size=7, reader={"split_bytes": 4096, "batch_rows": 50})
+    _run(corpus, tmp_path / "c", writer=three)
+    _run(corpus, tmp_path / "d", writer=three, batch_size=100000, reader={"split_bytes": 2**30})
+    a = _digest(tmp_path / "a")
+    assert len([k for k in a if k.startswith("data/")]) == 3
+    assert a == _digest(tmp_path / "b") == _digest(tmp_path / "c") == _digest(tmp_path / "d")
+
+
+def test_refuses_to_mix_with_an_earlier_run(ray_local, corpus, tmp_path):
+    _run(corpus, tmp_path / "o", steps=["normalize"])
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        _run(corpus, tmp_path / "o", steps=["normalize"])
+    report = _run(corpus, tmp_path / "o", steps=["normalize"], overwrite=True)
+    assert report["rows_out"] == len(pq.read_table(tmp_path / "o" / "data", columns=["id"]))
+
+
+def _cli(*args, cwd=REPO, timeout=300):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "curation", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_csv_to_jsonl_with_languages(tmp_path):
+    src = tmp_path / "customer_logs.csv"
+    src.write_text(
+        "id,text\n"
+        "1,Contact Dr. Smith at dr.smith@example.com or 555-123-4567.\n"
+        "2,Das ist ganz sicher ein deutscher Satz über den Kundendienst.\n"
+        "3,Contact Dr. Smith at dr.smith@example.com or 555-123-4567.\n"
+        "4,\n",
+        encoding="utf-8",
+    )
+    r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--format", "jsonl",
+             "--languages", "en,de", "--num-cpus", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "Curation finished" in r.stdout and "rows in 4 -> out 2" in r.stdout
+    rows = [json.loads(line) for f in sorted((tmp_path / "out" / "data").glob("part-*.jsonl"))
+            for line in f.read_text(encoding="utf-8").splitlines()]
+    assert sorted(r["text"] for r in rows) == [
+        "Contact [NAME] at [EMAIL] or [PHONE].",
+        "Das ist ganz sicher ein deutscher Satz über den Kundendienst.",
+    ]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["dropped"] == {"duplicate": 1, "empty_text": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "does/not/exist.jsonl"], "does/not/exist.jsonl' does not exist"),
+        (["--input", "data/sample/*.xml"], "matched no file"),
+        (["--input", "data/sample/customer_logs.csv", "--text-column", "body"], "no text column 'body'"),
+        (["--input", "data/sample", "--steps", "normalize,spellcheck"], "unknown step(s) ['spellcheck']"),
+    ],
+)
+def test_cli_bad_input_fails_fast_with_a_message(tmp_path, args, message):
+    r = _cli("run", *args, "--output", str(tmp_path / "o"), timeout=60)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_config_file_and_print_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("input: [data/sample]\noutput: x\nquality: {min_words: 5}\nlanguage: {languages: [en]}\n")
+    r = _cli("run", "--config", str(cfg), "--languages", "fr", "--print-config", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "min_words: 5" in r.stdout and "- fr" in r.stdout
+    cfg.write_text("input: [data/sample]\noutput: x\nquality: {min_word: 5}\n")
+    r = _cli("run", "--config", str(cfg), "--print-config", timeout=60)
+    assert r.returncode == 2 and "unknown key(s) ['min_word']" in r.stderr and "min_words" in r.stderr
