@@ -120,7 +120,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
         return cls(**kwargs)
     except ConfigError:
         raise
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ImportError) as e:  # ImportError: an optional backend is not installed
         raise ConfigError(f"{where}: {e}") from e
 
 
