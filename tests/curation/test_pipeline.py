@@ -156,3 +156,20 @@ def test_cli_config_file_and_print_config(tmp_path):
     cfg.write_text("input: [data/sample]\noutput: x\nquality: {min_word: 5}\n")
     r = _cli("run", "--config", str(cfg), "--print-config", timeout=60)
     assert r.returncode == 2 and "unknown key(s) ['min_word']" in r.stderr and "min_words" in r.stderr
+
+
+def test_ten_megabyte_document_and_invalid_bytes_go_through(ray_local, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    big = ("The quick brown fox jumps over the lazy dog near the river bank. " * 160_000)[:10_000_000]
+    with open(src / "big.jsonl", "wb") as fh:
+        fh.write(json.dumps({"text": big}).encode() + b"\n")
+        fh.write(b'{"text": "caf\xe9 is latin-1, not UTF-8"}\n')
+        fh.write(json.dumps({"text": "A normal short English sentence about foxes."}).encode() + b"\n")
+    from curation.pipeline import run
+
+    report = run(build_config(None, {"input": [str(src)], "output": str(tmp_path / "out"), "progress": False}))
+    assert report["rows_in"] == 3 and report["rows_out"] == 2
+    assert report["dropped"] == {"invalid_utf8": 1}
+    lengths = sorted(len(t) for t in pq.read_table(tmp_path / "out" / "data").column("text").to_pylist())
+    assert lengths[-1] >= 9_999_000
