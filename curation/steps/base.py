@@ -7,6 +7,7 @@ A batch is a ``pyarrow.Table``. Rows already marked with a ``drop_reason`` are l
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -45,3 +46,29 @@ def mark_dropped(batch: pa.Table, reasons: Sequence[str | None]) -> pa.Table:
         old = batch.column(columns.DROP_REASON).to_pylist()
         reasons = [o if o is not None else r for o, r in zip(old, reasons)]
     return set_column(batch, columns.DROP_REASON, pa.array(list(reasons), type=pa.string()))
+
+
+class TextStep:
+    """Base of the steps that rewrite text: subclasses set ``name`` and override ``transform`` only.
+
+    The batch plumbing (live rows only, nulls kept, one Arrow column in and out) lives here once.
+    """
+
+    name: str = ""
+    """Step name as used in ``--steps`` and the report."""
+
+    def __init__(self, cfg: Any = None, text_column: str = "text") -> None:
+        self.cfg = cfg if cfg is not None else self.default_config()
+        self.text_column = text_column
+
+    @classmethod
+    def default_config(cls) -> Any:
+        """The step's config with every default (subclasses return their own dataclass)."""
+        return None
+
+    def transform(self, text: str) -> str:
+        """Rewrite one text."""
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return map_text(batch, self.text_column, self.transform)

@@ -18,10 +18,9 @@ import html
 import re
 from dataclasses import dataclass
 
-import pyarrow as pa
 from selectolax.lexbor import LexborHTMLParser
 
-from curation.steps.base import map_text
+from curation.steps.base import TextStep
 
 _BLOCK, _PRE_OPEN, _PRE_CLOSE = "\ue000", "\ue001", "\ue002"
 _MARKERS = re.compile("[\ue000-\ue002]")
@@ -93,14 +92,15 @@ def strip_html(text: str, cfg: HtmlConfig = HtmlConfig()) -> str:
     return _lines_from_marked(raw, cfg.keep_pre)
 
 
-class HtmlStripper:
+class HtmlStripper(TextStep):
     """Batch step: replace HTML in the text column of live rows by its visible text."""
 
     name = "html"
+    cfg: HtmlConfig
 
-    def __init__(self, cfg: HtmlConfig = HtmlConfig(), text_column: str = "text") -> None:
-        self.cfg = cfg
-        self.text_column = text_column
+    @classmethod
+    def default_config(cls) -> HtmlConfig:
+        return HtmlConfig()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_text(batch, self.text_column, lambda t: strip_html(t, self.cfg))
+    def transform(self, text: str) -> str:
+        return strip_html(text, self.cfg)

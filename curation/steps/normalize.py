@@ -12,9 +12,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-import pyarrow as pa
-
-from curation.steps.base import map_text
+from curation.steps.base import TextStep
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
 _CRLF = re.compile(r"\r\n?")
@@ -43,14 +41,15 @@ def normalize_text(text: str, cfg: NormalizeConfig = NormalizeConfig()) -> str:
     return text
 
 
-class UnicodeNormalizer:
+class UnicodeNormalizer(TextStep):
     """Batch step: normalize the text column of live rows."""
 
     name = "normalize"
+    cfg: NormalizeConfig
 
-    def __init__(self, cfg: NormalizeConfig = NormalizeConfig(), text_column: str = "text") -> None:
-        self.cfg = cfg
-        self.text_column = text_column
+    @classmethod
+    def default_config(cls) -> NormalizeConfig:
+        return NormalizeConfig()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_text(batch, self.text_column, lambda t: normalize_text(t, self.cfg))
+    def transform(self, text: str) -> str:
+        return normalize_text(text, self.cfg)

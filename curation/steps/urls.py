@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import pyarrow as pa
-
-from curation.steps.base import map_text
+from curation.steps.base import TextStep
 
 _URL = re.compile(r"(?:\bhttps?://|(?<![\w.@/-])www\.)[^\s<>\"'`{}|\\^]+", re.IGNORECASE)
 _TRAILING = ".,;:!?'\")]}*"
@@ -51,14 +49,15 @@ def remove_urls(text: str, cfg: UrlConfig = UrlConfig()) -> str:
     return _URL.sub(repl, text)
 
 
-class UrlRemover:
+class UrlRemover(TextStep):
     """Batch step: remove URLs from the text column of live rows."""
 
     name = "urls"
+    cfg: UrlConfig
 
-    def __init__(self, cfg: UrlConfig = UrlConfig(), text_column: str = "text") -> None:
-        self.cfg = cfg
-        self.text_column = text_column
+    @classmethod
+    def default_config(cls) -> UrlConfig:
+        return UrlConfig()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_text(batch, self.text_column, lambda t: remove_urls(t, self.cfg))
+    def transform(self, text: str) -> str:
+        return remove_urls(text, self.cfg)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import pyarrow as pa
-
-from curation.steps.base import map_text
+from curation.steps.base import TextStep
 
 _HSPACE = re.compile(r"[^\S\n]+")  # any whitespace except newline
 _NEWLINES = re.compile(r" ?\n[\s]*")  # a newline with the spaces and blank lines around it
@@ -44,14 +42,15 @@ def normalize_whitespace(text: str, cfg: WhitespaceConfig = WhitespaceConfig()) 
     return text.strip()
 
 
-class WhitespaceNormalizer:
+class WhitespaceNormalizer(TextStep):
     """Batch step: normalize whitespace in the text column of live rows."""
 
     name = "whitespace"
+    cfg: WhitespaceConfig
 
-    def __init__(self, cfg: WhitespaceConfig = WhitespaceConfig(), text_column: str = "text") -> None:
-        self.cfg = cfg
-        self.text_column = text_column
+    @classmethod
+    def default_config(cls) -> WhitespaceConfig:
+        return WhitespaceConfig()
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        return map_text(batch, self.text_column, lambda t: normalize_whitespace(t, self.cfg))
+    def transform(self, text: str) -> str:
+        return normalize_whitespace(text, self.cfg)
