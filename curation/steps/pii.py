@@ -208,6 +208,8 @@ _VERSION_CUES = frozenset({
 1.2.3.4``, ``section 1.2.3.4``) is a version or section number, not an address. Dotted quads glued to letters
 (``v1.2.3.4``) or inside longer dotted runs (``1.2.3.4.5``, SNMP OIDs) never match the candidate pattern."""
 _WORDS = re.compile(r"[^\W\d_]+")
+_CLAUSE_END = re.compile(r"[.!?;](?:\s|$)|\n")
+"""Sentence or line end: a version cue before it ("... in the next section.\nServer 10.1.2.3") does not count."""
 
 
 def _is_special_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -234,7 +236,9 @@ def _find_ipv4(text: str, keep_special: bool) -> Iterator[Span]:
             continue  # 999.1.2.3, leading zeros: not an address
         if keep_special and _is_special_ip(ip):
             continue
-        before = _WORDS.findall(text, max(0, m.start() - 24), m.start())[-2:]
+        window = text[max(0, m.start() - 24):m.start()]
+        window = _CLAUSE_END.split(window)[-1]  # the cue must be in the same sentence and line
+        before = _WORDS.findall(window)[-2:]
         if any(w.lower() in _VERSION_CUES for w in before):
             continue  # "version 1.2.3.4", "upgrade to 1.2.3.4"
         yield m.start(), m.end(), "ip"

@@ -416,3 +416,10 @@ def test_random_noise_never_crashes_and_redaction_is_idempotent() -> None:
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
         once, _ = redact(text)
         assert redact(once)[0] == once
+
+
+def test_version_cue_does_not_cross_a_sentence_or_line_end():
+    # found by benchmarks/curation.py: "...section.\nServer 10.1.2.3" leaked the address
+    assert redact("See the next section.\nServer 10.1.2.3 is down")[0] == "See the next section.\nServer [IP] is down"
+    assert redact("Read the release notes. 10.1.2.3 is the host")[0] == "Read the release notes. [IP] is the host"
+    assert redact("Upgrade to 1.2.3.4 now")[0] == "Upgrade to 1.2.3.4 now"
