@@ -1,0 +1,389 @@
+"""LightningDataModule: curated shards (or a Hugging Face dataset) -> token cache on disk -> packed blocks.
+
+Tokenizing is the slow part of data loading and its result never changes for a given corpus, tokenizer and
+block size, so ``prepare_data`` (one process per node) does it once into ``cache_dir/<key>/`` and every later
+run, restart and DDP rank memory-maps the result::
+
+    cache_dir/<key>/blocks.npy   (n_blocks, block_size) uint16/uint32 token ids, documents joined by eos
+    cache_dir/<key>/meta.json    what went in (files, tokenizer, block size) and what came out (docs, tokens)
+
+The key hashes the input files (path, size, mtime), the tokenizer files and the block size: change any of them
+and a new cache is built; delete the folder to force a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from curation.paths import InputError
+from modeling.corpus import iter_text_batches, resolve_text_files
+from modeling.module import IGNORE_INDEX
+
+#: Bump when the cache layout changes, so old caches are rebuilt instead of misread.
+CACHE_VERSION = 1
+
+
+class DataConfigError(ValueError):
+    """The data options or inputs cannot be used. The message names the option or file to fix."""
+
+
+@dataclass(frozen=True)
+class HFDatasetConfig:
+    """A Hugging Face dataset to train on instead of local shards."""
+
+    name: str
+    """Dataset name on the hub, a local dataset folder, or a builder (``parquet``, ``json``, ``text``) used
+    with ``data_files`` (``load_dataset``'s first argument)."""
+    data_files: str | list[str] | None = None
+    """Files for a builder name, e.g. ``name: parquet`` + ``data_files: data/*.parquet``."""
+    config: str | None = None
+    """Dataset configuration, e.g. ``20220301.en`` for Wikipedia."""
+    split: str = "train"
+    """Split to read; the validation split is carved out of it by ``data.val_fraction``."""
+    streaming: bool = False
+    """Stream rows instead of downloading the whole dataset first (use with ``data.max_docs``)."""
+    revision: str | None = None
+    """Dataset revision (git tag/commit); part of the cache key."""
+
+
+class TokenBlocks(Dataset):
+    """Fixed-length token blocks from a memory-mapped cache; item ``i`` is one training example."""
+
+    def __init__(self, blocks: np.ndarray, indices: np.ndarray, last_block_len: int) -> None:
+        self.blocks = blocks
+        self.indices = indices
+        self.last_block = len(blocks) - 1
+        self.last_block_len = last_block_len
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        row = int(self.indices[i])
+        ids = torch.from_numpy(self.blocks[row].astype(np.int64))
+        labels = ids
+        if row == self.last_block and self.last_block_len < len(ids):
+            # Only the corpus' final block is padded, at its end. Its padding is not scored; it needs no attention
+            # mask either, since under causal attention no real token can see the padding after it (and
+            # leaving the mask out keeps every batch on the kernels' fast causal path).
+            labels = ids.clone()
+            labels[self.last_block_len:] = IGNORE_INDEX
+        return {"input_ids": ids, "labels": labels}
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch part-way, so ``--ckpt_path last`` continues at the same batch.
+
+    Lightning leaves a DistributedSampler subclass in place (it does not wrap it), and calls ``set_epoch`` at
+    every epoch start; the shuffle order is a pure function of (seed, epoch), so skipping the first ``skip``
+    indices of the resumed epoch reproduces the uninterrupted run exactly.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self._resume_epoch: int | None = None
+        self._resume_skip = 0
+
+    def resume_at(self, epoch: int, samples_done: int) -> None:
+        """Skip ``samples_done`` of this rank's samples the next time ``epoch`` is iterated."""
+        self._resume_epoch, self._resume_skip = epoch, samples_done
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        if self._resume_epoch == self.epoch and self._resume_skip:
+            indices = indices[self._resume_skip:]
+            self._resume_epoch, self._resume_skip = None, 0
+        return iter(indices)
+
+
+class TextDataModule(LightningDataModule):
+    """Tokenize once, pack documents into ``block_size`` blocks separated by eos, split train/val by seed."""
+
+    def __init__(
+        self,
+        tokenizer: str,
+        path: str | list[str] | None = None,
+        hf_dataset: HFDatasetConfig | None = None,
+        text_column: str = "text",
+        block_size: int = 512,
+        batch_size: int = 8,
+        val_fraction: float = 0.05,
+        seed: int = 0,
+        max_docs: int | None = None,
+        cache_dir: str = "out/token-cache",
+        num_workers: int = 0,
+        tokenize_batch_size: int = 1000,
+    ) -> None:
+        """
+        Args:
+            tokenizer: Tokenizer directory (``python -m modeling.tokenizer train --output DIR``) or hub name.
+            path: Curated shards: a directory, glob or list of parquet/jsonl/txt files.
+            hf_dataset: A Hugging Face dataset instead of ``path``.
+            text_column: Column holding the documents.
+            block_size: Tokens per training example; must not exceed the model's positions.
+            batch_size: Blocks per batch per device.
+            val_fraction: Share of blocks held out for validation (at least one block).
+            seed: Seed of the train/val split and of the per-epoch shuffle.
+            max_docs: Read at most this many documents (a quick run, or a bound on a streamed dataset).
+            cache_dir: Where tokenized corpora are kept, one folder per (data, tokenizer, block size).
+            num_workers: DataLoader worker processes (blocks come from a memory map: 0-2 is plenty).
+            tokenize_batch_size: Documents per tokenizer call while building the cache.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if (path is None) == (hf_dataset is None):
+            raise DataConfigError("give exactly one of data.path (curated shards) and data.hf_dataset "
+                                  f"(a Hugging Face dataset); got path={path!r}, hf_dataset={hf_dataset!r}")
+        if block_size < 2:
+            raise DataConfigError(f"data.block_size must be at least 2, got {block_size}")
+        if not 0.0 < val_fraction < 1.0:
+            raise DataConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        self.tokenizer_path = tokenizer
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.path = path
+        self.hf_dataset = hf_dataset
+        self.text_column = text_column
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.max_docs = max_docs
+        self.cache_dir = Path(cache_dir)
+        self.num_workers = num_workers
+        self.tokenize_batch_size = tokenize_batch_size
+        self.train_set: TokenBlocks | None = None
+        self.val_set: TokenBlocks | None = None
+        self._sampler: ResumableSampler | None = None
+        self._resume: tuple[int, int] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids the model must embed: the tokenizer's base vocabulary plus added tokens."""
+        return len(self.tokenizer)
+
+    # ------------------------------------------------------------------------------- Lightning
+    def prepare_data(self) -> None:
+        """Build the token cache unless it exists. Lightning runs this on one process per node."""
+        self.build_cache()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        cache = self.build_cache()  # no-op when prepare_data already built it (always, under Lightning)
+        meta = json.loads((cache / "meta.json").read_text())
+        blocks = np.load(cache / "blocks.npy", mmap_mode="r")
+        n = len(blocks)
+        if n < 2:
+            raise DataConfigError(
+                f"the corpus makes only {meta['tokens']} tokens, {n} block of data.block_size={self.block_size}: "
+                "too little to hold out a validation block. Add data or lower data.block_size."
+            )
+        order = np.random.default_rng(self.seed).permutation(n)
+        n_val = min(n - 1, max(1, round(n * self.val_fraction)))
+        last_len = meta["last_block_tokens"]
+        self.val_set = TokenBlocks(blocks, np.sort(order[:n_val]), last_len)
+        self.train_set = TokenBlocks(blocks, order[n_val:], last_len)
+        rank_zero_info(f"data: {meta['docs']:,} docs, {meta['tokens']:,} tokens -> {len(self.train_set)} train / "
+                       f"{len(self.val_set)} val blocks of {self.block_size} (cache {cache})")
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self._trainer_attached() else (1, 0)
+        self._sampler = ResumableSampler(self.train_set, num_replicas=world, rank=rank, seed=self.seed)
+        if self._resume is not None:
+            epoch, batches = self._resume
+            self._sampler.resume_at(epoch, batches * self.batch_size)
+            self._resume = None
+        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=self._sampler, drop_last=True,
+                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Data position saved in every checkpoint: epoch and batches this rank has consumed in it."""
+        if not self._trainer_attached():
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.fit_loop.epoch_progress.current.processed, "batches": progress.processed,
+                "batch_size": self.batch_size, "world_size": self.trainer.world_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if state_dict["batch_size"] != self.batch_size or state_dict["world_size"] != self._world_size():
+            rank_zero_info("data: batch size or device count changed since the checkpoint; the resumed epoch "
+                           "restarts from its first batch instead of the exact position")
+            return
+        self._resume = (state_dict["epoch"], state_dict["batches"])
+        # Lightning warns that a mid-epoch resume with a plain DataLoader is inexact; our sampler makes it exact.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
+
+    # ------------------------------------------------------------------------------- the cache
+    def cache_key(self) -> str:
+        """Hash of everything that determines the token blocks."""
+        h = hashlib.sha256()
+        parts = {"version": CACHE_VERSION, "source": self._source_fingerprint(), "block_size": self.block_size,
+                 "tokenizer": _tokenizer_fingerprint(self.tokenizer), "text_column": self.text_column,
+                 "max_docs": self.max_docs}
+        h.update(json.dumps(parts, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def build_cache(self) -> Path:
+        """Tokenize and pack into ``cache_dir/<key>`` unless already there; returns that folder."""
+        final = self.cache_dir / self.cache_key()
+        if (final / "meta.json").exists():
+            return final
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        eos = self.tokenizer.eos_token_id
+        dtype = np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.cache_dir))
+        try:
+            docs = tokens = 0
+            with open(tmp / "tokens.bin", "wb") as out:
+                for texts in self._iter_texts():
+                    encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
+                                             verbose=False)["input_ids"]
+                    for ids in encoded:
+                        ids.append(eos)  # eos separates documents inside a packed block
+                    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype)
+                    flat.tofile(out)
+                    docs += len(encoded)
+                    tokens += len(flat)
+            if docs == 0:
+                raise DataConfigError(f"no documents with text in column {self.text_column!r} of {self._describe()}: "
+                                      "check data.path / data.hf_dataset and data.text_column")
+            stream = np.memmap(tmp / "tokens.bin", dtype=dtype, mode="r", shape=(tokens,))
+            n_blocks = -(-tokens // self.block_size)
+            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+            blocks = np.lib.format.open_memmap(tmp / "blocks.npy", mode="w+", dtype=dtype,
+                                               shape=(n_blocks, self.block_size))
+            blocks.reshape(-1)[:tokens] = stream
+            blocks.reshape(-1)[tokens:] = pad
+            blocks.flush()
+            del blocks, stream
+            (tmp / "tokens.bin").unlink()
+            last = tokens - (n_blocks - 1) * self.block_size
+            meta = {"version": CACHE_VERSION, "docs": docs, "tokens": tokens, "blocks": n_blocks,
+                    "block_size": self.block_size, "last_block_tokens": last, "dtype": np.dtype(dtype).name,
+                    "source": self._source_fingerprint(), "tokenizer": self.tokenizer_path}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            try:
+                os.replace(tmp, final)  # atomic: a crashed build never leaves a half cache under the key
+            except OSError:
+                if not (final / "meta.json").exists():  # another node finished first on a shared disk: fine
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        rank_zero_info(f"data: tokenized {docs:,} docs into {tokens:,} tokens -> {final}")
+        return final
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _iter_texts(self) -> Iterator[list[str]]:
+        if self.path is not None:
+            files = self._files()
+            yield from iter_text_batches(files, self.text_column, self.tokenize_batch_size, self.max_docs)
+            return
+        ds = self._load_hf_dataset()
+        batch: list[str] = []
+        for i, row in enumerate(ds):
+            if self.max_docs is not None and i >= self.max_docs:
+                break
+            text = row.get(self.text_column)
+            if isinstance(text, str) and text:
+                batch.append(text)
+            if len(batch) >= self.tokenize_batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def _files(self) -> list[Path]:
+        assert self.path is not None
+        try:
+            return resolve_text_files(self.path, self.text_column)
+        except InputError as err:
+            raise DataConfigError(f"data.path: {err}") from err
+
+    def _load_hf_dataset(self) -> Any:
+        import datasets
+
+        cfg = self.hf_dataset
+        assert cfg is not None
+        ds = datasets.load_dataset(cfg.name, cfg.config, data_files=cfg.data_files, split=cfg.split,
+                                   streaming=cfg.streaming, revision=cfg.revision)
+        if ds.column_names is not None and self.text_column not in ds.column_names:
+            raise DataConfigError(f"data.hf_dataset {cfg.name!r} has no column {self.text_column!r}; it has "
+                                  f"{ds.column_names}. Set data.text_column.")
+        return ds
+
+    def _source_fingerprint(self) -> Any:
+        if self.path is not None:
+            return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self._files()]
+        assert self.hf_dataset is not None
+        return asdict(self.hf_dataset)
+
+    def _describe(self) -> str:
+        return f"data.path={self.path!r}" if self.path is not None else f"data.hf_dataset={self.hf_dataset}"
+
+    def _trainer_attached(self) -> bool:
+        return self.trainer is not None
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer_attached() else 1
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer directory with AutoTokenizer, failing with a fix-it message; it must have an eos token."""
+    local = Path(path).expanduser()
+    try:
+        # Not a local folder: maybe a hub name ("gpt2"); offline, that fails fast and lands below.
+        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
+    except (OSError, ValueError) as err:
+        where = "that directory does not hold a loadable tokenizer" if local.exists() else "no such directory"
+        raise DataConfigError(
+            f"data.tokenizer: cannot load a tokenizer from {path!r} ({where}: {err}). Train one with "
+            f"`python -m modeling.tokenizer train --input SHARDS --output {path}`, or point data.tokenizer at a "
+            "directory written by save_pretrained (tokenizer.json + tokenizer_config.json)."
+        ) from err
+    if tokenizer.eos_token_id is None:
+        raise DataConfigError(
+            f"data.tokenizer {path!r} has no eos token, which separates packed documents. Retrain it with an eos "
+            "special token, or add one: tokenizer.add_special_tokens({'eos_token': '</s>'}) and save_pretrained."
+        )
+    return tokenizer
+
+
+def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Hash of the vocabulary, merges/pieces, normalizer and special tokens: what decides the token ids."""
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps([tokenizer.eos_token_id, tokenizer.pad_token_id, len(tokenizer)]).encode())
+    return h.hexdigest()

@@ -1,0 +1,186 @@
+"""Hugging Face exports of trained models, LoRA merging, and one loader for every saved form.
+
+Three forms leave training, and :func:`load_causal_lm` opens each of them (evaluation and generation reuse it):
+
+- a Lightning checkpoint ``*.ckpt`` (resumable; for LoRA runs it holds only the adapter weights),
+- a Hugging Face model directory (``config.json`` + weights + tokenizer), written by :func:`export_hf`,
+- a PEFT adapter directory (``adapter_config.json`` + adapter weights + tokenizer), also by :func:`export_hf`.
+
+Merge an adapter into its base for plain ``transformers`` inference::
+
+    python -c "from modeling.export import merge_lora; merge_lora('runs/lora/hf', 'runs/lora/merged')"
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from modeling.data import HFDatasetConfig
+from modeling.module import CausalLMModule, LoraConfig, QuantizationConfig, ScratchModelConfig
+
+#: Classes our checkpoints' hyperparameters hold besides tensors and builtins; allowed in weights-only loading.
+CHECKPOINT_CLASSES = [ScratchModelConfig, LoraConfig, QuantizationConfig, HFDatasetConfig]
+
+
+class ModelLoadError(ValueError):
+    """A model path is none of the forms this project writes. The message says what was found."""
+
+
+def apply_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Copy bos/eos/pad ids from the tokenizer into the model and generation configs.
+
+    A from-scratch config knows no special tokens; without them ``generate`` never stops at eos and
+    ``pipeline("text-generation")`` warns about a missing pad token.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    for cfg in (model.config, getattr(model, "generation_config", None)):
+        if cfg is None:
+            continue
+        cfg.bos_token_id = tokenizer.bos_token_id
+        cfg.eos_token_id = tokenizer.eos_token_id
+        cfg.pad_token_id = pad
+
+
+def export_hf(module: CausalLMModule, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
+    """Write ``module``'s model in Hugging Face format with its tokenizer: full weights, or the adapter alone.
+
+    A LoRA model is written as a PEFT adapter whose ``base_model_name_or_path`` points at the absolute base
+    path, so ``AutoPeftModelForCausalLM.from_pretrained(out_dir)`` finds the base from anywhere.
+    """
+    assert module.model is not None, "the module has no model yet: call configure_model()"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = module.model
+    if module.lora is not None:
+        base = module.pretrained
+        if base is not None and Path(base).expanduser().exists():
+            base = str(Path(base).expanduser().resolve())
+        model.peft_config["default"].base_model_name_or_path = base
+        model.save_pretrained(out)
+    else:
+        apply_special_tokens(model, tokenizer)
+        model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Fold a PEFT adapter into its base weights and save a plain Hugging Face model (+ tokenizer)."""
+    from peft import AutoPeftModelForCausalLM
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").exists():
+        raise ModelLoadError(f"{adapter_dir} holds no adapter_config.json: not a PEFT adapter directory")
+    model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=dtype or torch.float32)
+    merged = model.merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    apply_special_tokens(merged, tokenizer)
+    out = Path(out_dir)
+    merged.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def load_causal_lm(path: str | Path, tokenizer: str | None = None, device: str | torch.device = "cpu",
+                   dtype: torch.dtype | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Open a ``.ckpt``, a Hugging Face model directory or a PEFT adapter directory, in eval mode.
+
+    ``tokenizer`` overrides the tokenizer found next to the model (for a checkpoint: the run's ``data.tokenizer``).
+    """
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".ckpt":
+        with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
+            module = CausalLMModule.load_from_checkpoint(p, map_location="cpu", weights_only=True)
+        model = module.model
+        tok_path = tokenizer or _tokenizer_of_checkpoint(p)
+    elif (p / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(p, dtype=dtype or torch.float32)
+        tok_path = tokenizer or _first_with_tokenizer(p, json.loads((p / "adapter_config.json").read_text())
+                                                      .get("base_model_name_or_path"))
+    elif (p / "config.json").exists():
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=dtype or torch.float32)
+        tok_path = tokenizer or str(p)
+    else:
+        seen = sorted(x.name for x in p.iterdir())[:20] if p.is_dir() else []
+        raise ModelLoadError(
+            f"{str(path)!r} is not a model: expected a Lightning .ckpt file, a Hugging Face model directory "
+            f"(config.json) or a PEFT adapter directory (adapter_config.json)"
+            + (f"; it holds {seen}" if p.is_dir() else "; no such file" if not p.exists() else "")
+        )
+    assert model is not None
+    tok = AutoTokenizer.from_pretrained(tok_path)
+    apply_special_tokens(model, tok)
+    model = model.to(device)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model.eval(), tok
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load`` of one of our checkpoints in weights-only mode (no arbitrary code from the pickle)."""
+    with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _tokenizer_of_checkpoint(ckpt: Path) -> str:
+    state = load_checkpoint(ckpt)
+    tok = (state.get("datamodule_hyper_parameters") or {}).get("tokenizer")
+    if tok is None:
+        raise ModelLoadError(f"{ckpt} does not record its tokenizer (no data module hyperparameters): pass "
+                             "the tokenizer directory explicitly")
+    return str(tok)
+
+
+def _first_with_tokenizer(*dirs: Any) -> str:
+    for d in dirs:
+        if d and (Path(d) / "tokenizer_config.json").exists():
+            return str(d)
+    raise ModelLoadError(f"no tokenizer next to the adapter or its base ({dirs}): pass the tokenizer directory")
+
+
+class HFExportCallback(pl.Callback):
+    """At the end of ``fit``, write the best checkpoint (lowest ``val_loss``) in Hugging Face format.
+
+    The Lightning counterpart of the seed's ``load_best_model_at_end``: the best weights are also loaded into the
+    module, so a following ``test`` in the same process sees them. LoRA runs export the adapter only.
+    """
+
+    def __init__(self, dirpath: str | None = None, use_best: bool = True) -> None:
+        """
+        Args:
+            dirpath: Output directory; default ``<run log dir>/hf``.
+            use_best: Export the best checkpoint of the first ModelCheckpoint; False exports the final weights.
+        """
+        super().__init__()
+        self.dirpath = dirpath
+        self.use_best = use_best
+        self.exported_to: Path | None = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, CausalLMModule), "HFExportCallback exports CausalLMModule models"
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if self.use_best and best:
+            state = load_checkpoint(best, map_location=pl_module.device)["state_dict"]
+            pl_module.load_state_dict(state, strict=pl_module.strict_loading)
+            rank_zero_info(f"export: loaded best checkpoint {best}")
+        out = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir) / "hf"
+        self.exported_to = out
+        self._write(trainer, pl_module, out)
+        trainer.strategy.barrier("hf_export")
+
+    @rank_zero_only
+    def _write(self, trainer: pl.Trainer, pl_module: CausalLMModule, out: Path) -> None:
+        tokenizer = getattr(trainer.datamodule, "tokenizer", None)
+        if tokenizer is None:
+            raise ModelLoadError("HFExportCallback needs the data module's tokenizer (trainer.datamodule.tokenizer)")
+        export_hf(pl_module, tokenizer, out)
+        rank_zero_info(f"export: Hugging Face {'adapter' if pl_module.lora else 'model'} written to {out}")

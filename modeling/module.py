@@ -1,0 +1,507 @@
+"""A LightningModule around Hugging Face causal language models: from scratch, from a pretrained checkpoint,
+with LoRA adapters or 4-bit QLoRA.
+
+The module owns the model and the metrics; data, tokenizer and callbacks live elsewhere (``modeling.data``,
+``modeling.train``). It is built through ``python -m modeling.train`` (see its docstring), but works alone too::
+
+    module = CausalLMModule(scratch=ScratchModelConfig(arch="gpt2", num_layers=2), vocab_size=len(tokenizer))
+    lightning.Trainer(max_steps=100).fit(module, datamodule)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.optim.lr_scheduler import LRScheduler
+from torchmetrics import MeanMetric
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+#: Label value that the loss, the metrics and Hugging Face models all skip (padding, masked prompts).
+IGNORE_INDEX = -100
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+
+
+class ModelConfigError(ValueError):
+    """The model options cannot work together. The message names the option to change."""
+
+
+@dataclass(frozen=True)
+class ScratchModelConfig:
+    """Architecture of a model trained from randomly initialised weights.
+
+    The defaults are the seed tutorial's GPT-2 (vocab 30000, 512 positions, 768 wide, 12 layers, 12 heads).
+    """
+
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    """Model family: ``gpt2`` (learned positions, GELU MLP) or ``llama`` (RoPE, RMSNorm, SwiGLU, optional GQA)."""
+    vocab_size: int | None = None
+    """Embedding rows. None takes the tokenizer's size (linked by the CLI); a larger value pads the
+    embedding (e.g. to a multiple of 64 for speed); a smaller one is an error."""
+    max_position_embeddings: int = 512
+    """Longest sequence the model can see; must be >= ``data.block_size``."""
+    hidden_size: int = 768
+    """Width of the residual stream."""
+    num_layers: int = 12
+    """Number of transformer blocks."""
+    num_heads: int = 12
+    """Attention heads; ``hidden_size`` must be divisible by it."""
+    num_kv_heads: int | None = None
+    """Llama only: key/value heads for grouped-query attention (None: same as ``num_heads``)."""
+    intermediate_size: int | None = None
+    """MLP width. None: 4x hidden for GPT-2, about 8/3x hidden (rounded up to 256) for Llama."""
+    dropout: float = 0.0
+    """Dropout on embeddings, attention and residuals (GPT-2's own default is 0.1)."""
+    tie_word_embeddings: bool = True
+    """Share the input embedding with the output head (fewer parameters, the GPT-2 choice)."""
+    rope_theta: float = 10000.0
+    """Llama only: RoPE base frequency."""
+
+    def to_hf_config(self, vocab_size: int) -> PretrainedConfig:
+        """Build the transformers config for ``vocab_size`` embedding rows."""
+        if self.hidden_size % self.num_heads:
+            raise ModelConfigError(
+                f"model.scratch.hidden_size={self.hidden_size} is not divisible by model.scratch.num_heads="
+                f"{self.num_heads}; change one of them."
+            )
+        if self.arch == "gpt2":
+            return AutoConfig.for_model(
+                "gpt2", vocab_size=vocab_size, n_positions=self.max_position_embeddings,
+                n_embd=self.hidden_size, n_layer=self.num_layers, n_head=self.num_heads,
+                n_inner=self.intermediate_size, resid_pdrop=self.dropout, embd_pdrop=self.dropout,
+                attn_pdrop=self.dropout, tie_word_embeddings=self.tie_word_embeddings, use_cache=True,
+                # GPT2Config defaults to GPT-2's own ids (50256); ours come from the tokenizer at export
+                bos_token_id=None, eos_token_id=None,
+            )
+        inter = self.intermediate_size or 256 * math.ceil(8 * self.hidden_size / 3 / 256)
+        return AutoConfig.for_model(
+            "llama", vocab_size=vocab_size, max_position_embeddings=self.max_position_embeddings,
+            hidden_size=self.hidden_size, intermediate_size=inter, num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads, num_key_value_heads=self.num_kv_heads or self.num_heads,
+            attention_dropout=self.dropout, tie_word_embeddings=self.tie_word_embeddings,
+            rope_theta=self.rope_theta, use_cache=True,
+        )
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (peft): the base model is frozen and only small matrices next to it are trained."""
+
+    r: int = 8
+    """Rank of the adapter matrices."""
+    alpha: int = 32
+    """Scaling numerator: adapter output is multiplied by ``alpha / r``."""
+    dropout: float = 0.1
+    """Dropout on the adapter input."""
+    target_modules: tuple[str, ...] | None = None
+    """Names of the linear layers to adapt. None: peft's default for the architecture
+    (``c_attn`` for GPT-2, ``q_proj``/``v_proj`` for Llama and Mistral)."""
+    bias: Literal["none", "all", "lora_only"] = "none"
+    """Which biases to train as well."""
+    modules_to_save: tuple[str, ...] | None = None
+    """Extra modules trained in full and saved with the adapter, e.g. ``(lm_head, embed_tokens)`` when new
+    tokens were added to the tokenizer."""
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """4-bit loading of a pretrained base model with bitsandbytes, for QLoRA. Needs CUDA and LoRA."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type: NF4 (normal float, the QLoRA paper's) or plain FP4."""
+    double_quant: bool = True
+    """Also quantize the quantization constants (saves ~0.4 bit per weight)."""
+    compute_dtype: Dtype = "float16"
+    """Dtype the 4-bit weights are dequantized to for matmuls."""
+
+
+class WarmupCosineLR(LRScheduler):
+    """Linear warmup to the base learning rate, then cosine decay to ``min_lr_ratio`` of it.
+
+    ``total_steps`` left as None is filled in by :class:`CausalLMModule` from the trainer
+    (``max_steps``, or epochs x batches), so a config need not repeat the run length.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, total_steps: int | None = None,
+                 min_lr_ratio: float = 0.1, last_epoch: int = -1) -> None:
+        if warmup_steps < 0 or not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"WarmupCosineLR: need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1, got "
+                             f"{warmup_steps} and {min_lr_ratio}")
+        self.warmup_steps = warmup_steps
+        self.total_steps = total_steps
+        self.min_lr_ratio = min_lr_ratio
+        super().__init__(optimizer, last_epoch)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return (step + 1) / (self.warmup_steps + 1)
+        total = self.total_steps if self.total_steps is not None else step + 1
+        progress = min(1.0, (step - self.warmup_steps) / max(1, total - self.warmup_steps))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def get_lr(self) -> list[float]:
+        return [base * self.lr_factor(self.last_epoch) for base in self.base_lrs]
+
+
+class TokenPerplexity(MeanMetric):
+    """exp of the token-weighted mean loss. Averaging losses (not perplexities) keeps it exact across batches
+    of different sizes and across DDP ranks."""
+
+    def compute(self) -> torch.Tensor:
+        return torch.exp(super().compute())
+
+
+class CausalLMModule(LightningModule):
+    """Trains a ``transformers`` causal LM: full training from scratch or from pretrained weights, or LoRA/QLoRA.
+
+    Exactly one of ``pretrained`` and ``scratch`` says where the weights come from. ``vocab_size`` is the
+    tokenizer's size, linked from the data module by the CLI; the model's embedding is checked against it.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        scratch: ScratchModelConfig | None = None,
+        vocab_size: int | None = None,
+        lora: LoraConfig | None = None,
+        quantization: QuantizationConfig | None = None,
+        dtype: Dtype = "float32",
+        attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None,
+        gradient_checkpointing: bool = False,
+        optimizer: OptimizerCallable | None = None,
+        scheduler: LRSchedulerCallable | None = None,
+    ) -> None:
+        """
+        Args:
+            pretrained: Local directory (or hub name) to load with ``AutoModelForCausalLM.from_pretrained``.
+            scratch: Architecture for a randomly initialised model.
+            vocab_size: Tokenizer size (set by the CLI from ``data.tokenizer``); the embedding must cover it.
+            lora: Train LoRA adapters instead of all weights.
+            quantization: Load the pretrained base in 4 bits (QLoRA); needs ``lora`` and a CUDA GPU.
+            dtype: Dtype of the loaded weights. Keep float32 for full training with mixed precision (the
+                optimizer needs fp32 master weights); bfloat16/float16 halves memory for a frozen LoRA base.
+            attn_implementation: Attention kernel; None lets transformers pick (SDPA where available).
+            gradient_checkpointing: Recompute activations in the backward pass (non-reentrant): less memory,
+                about a third more compute.
+            optimizer: Optimizer factory; default AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True).
+            scheduler: LR scheduler factory, stepped every optimizer step; default
+                WarmupCosineLR(warmup_steps=2% of the run).
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        if (pretrained is None) == (scratch is None):
+            raise ModelConfigError(
+                "give exactly one of model.pretrained (a model directory to fine-tune) and model.scratch "
+                f"(an architecture to train from scratch); got pretrained={pretrained!r}, scratch={scratch!r}"
+            )
+        if quantization is not None:
+            _check_qlora_possible(pretrained, lora)
+        self.pretrained = pretrained
+        self.scratch = scratch
+        self.vocab_size = vocab_size
+        self.lora = lora
+        self.quantization = quantization
+        self.dtype_name = dtype
+        self.attn_implementation = attn_implementation
+        self.gradient_checkpointing = gradient_checkpointing
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.model: PreTrainedModel | None = None
+        self.flops_per_batch: int | None = None  # read by Lightning's ThroughputMonitor for MFU
+        self.trainable_params = 0
+        self._n_matmul_params: int | None = None
+        self._base_seed = 0
+        self.metrics = torch.nn.ModuleDict({
+            # keys get a suffix: a ModuleDict key "train" would shadow nn.Module.train()
+            f"{stage}_metrics": torch.nn.ModuleDict(
+                {"loss": MeanMetric(), "ppl": TokenPerplexity(), "acc": MeanMetric()})
+            for stage in ("train", "val", "test")
+        })
+        if lora is not None:
+            # LoRA checkpoints hold only the trained weights; the frozen base comes from `pretrained` again.
+            self.strict_loading = False
+
+    # ----------------------------------------------------------------------------------------- model
+    def configure_model(self) -> None:
+        """Build (or load) the Hugging Face model once; Lightning calls this inside the strategy's init context."""
+        if self.model is not None:
+            return
+        model = self._load_base_model()
+        self._check_and_link_vocab(model)
+        if self.gradient_checkpointing and self.quantization is None:
+            # Non-reentrant checkpointing works with frozen inputs (LoRA) without enable_input_require_grads.
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if self.lora is not None:
+            model = self._add_lora(model)
+        self.model = model
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        self.trainable_params = trainable
+        rank_zero_info(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.3f}%)")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits, shape (batch, time, vocab)."""
+        assert self.model is not None, "call configure_model() first"
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    # -------------------------------------------------------------------------------------- steps
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """Loss, perplexity and next-token accuracy over the tokens whose label is not IGNORE_INDEX."""
+        input_ids = batch["input_ids"]
+        labels = batch.get("labels", input_ids)
+        logits = self(input_ids, batch.get("attention_mask"))
+        # Shift the labels, not the logits: a view of (B, T-1, V) logits would be copied by the flatten.
+        targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
+        flat = logits.reshape(-1, logits.shape[-1])
+        loss = F.cross_entropy(flat.float(), targets, ignore_index=IGNORE_INDEX)
+        with torch.no_grad():
+            keep = targets != IGNORE_INDEX
+            n_tokens = keep.sum()
+            metrics = self.metrics[f"{stage}_metrics"]
+            on_step = stage == "train"
+            metrics["loss"](loss.detach(), n_tokens)
+            metrics["ppl"](loss.detach(), n_tokens)
+            logging = self._trainer is not None  # also usable outside a Trainer (evaluation scripts, tests)
+            if logging:
+                self.log(f"{stage}_loss", metrics["loss"], on_step=on_step, on_epoch=True, prog_bar=True)
+                self.log(f"{stage}_ppl", metrics["ppl"], on_step=on_step, on_epoch=True)
+            # The accuracy's argmax reads all (batch x time x vocab) logits again, ~1% of a training step: during
+            # training it is computed on the steps that are logged (a sample), in evaluation on every batch.
+            if stage != "train" or not logging or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+                metrics["acc"]((flat.argmax(-1) == targets)[keep].float())
+                if logging:
+                    self.log(f"{stage}_acc", metrics["acc"], on_step=on_step, on_epoch=True)
+        return loss
+
+    # ----------------------------------------------------------------------------- optimization
+    def configure_optimizers(self) -> dict[str, Any]:
+        assert self.model is not None
+        # No weight decay on biases and norms (1-d tensors): decaying them only hurts (GPT-2/nanoGPT recipe).
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
+        if self.optimizer_factory is not None:
+            optimizer = self.optimizer_factory(groups)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True)
+        total = self._total_steps()
+        if self.scheduler_factory is not None:
+            scheduler = self.scheduler_factory(optimizer)
+        else:
+            scheduler = WarmupCosineLR(optimizer, warmup_steps=max(1, int(0.02 * (total or 0))))
+        if isinstance(scheduler, WarmupCosineLR) and scheduler.total_steps is None:
+            if total is None:
+                raise ModelConfigError(
+                    "the cosine schedule needs the run length: set trainer.max_steps (or trainer.max_epochs), "
+                    "or model.scheduler.init_args.total_steps"
+                )
+            scheduler.total_steps = total
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -------------------------------------------------------------------------------------- hooks
+    def on_fit_start(self) -> None:
+        assert self.model is not None
+        block = getattr(self.trainer.datamodule, "block_size", None)
+        limit = next((v for k in ("n_positions", "max_position_embeddings")
+                      if isinstance(v := getattr(self.model.config, k, None), int)), None)
+        if block is not None and limit is not None and block > limit:
+            raise ModelConfigError(
+                f"data.block_size={block} is longer than the model's {limit} positions: lower data.block_size, "
+                "or raise model.scratch.max_position_embeddings (from-scratch models only)"
+            )
+        self._base_seed = torch.initial_seed()
+        if self.lora is not None:
+            for logger in self.loggers:
+                logger.log_metrics({"trainable_params": float(self.trainable_params)}, step=0)
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        # Seed dropout from (run seed, step, rank): the random stream then depends on the step alone, so a run
+        # resumed from a checkpoint draws exactly the masks the uninterrupted run would have drawn.
+        seed = np.random.SeedSequence([self._base_seed, self.global_step, self.global_rank]).generate_state(1)[0]
+        torch.manual_seed(int(seed))
+        self.flops_per_batch = self._estimate_flops(batch["input_ids"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.lora is not None:
+            # Keep only what is trained (adapters, modules_to_save); the frozen base is reloaded from `pretrained`.
+            trainable = self._trainable_state_keys()
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.lora is not None and self.model is not None:
+            missing = sorted(self._trainable_state_keys() - set(checkpoint["state_dict"]))
+            if missing:
+                raise ModelConfigError(
+                    f"the checkpoint lacks {len(missing)} trained LoRA weights (e.g. {missing[:3]}): it was "
+                    "saved with other model.lora settings; use the same r/target_modules as the run that wrote it"
+                )
+
+    # ---------------------------------------------------------------------------------- helpers
+    def _load_base_model(self) -> PreTrainedModel:
+        kwargs: dict[str, Any] = {}
+        if self.attn_implementation is not None:
+            kwargs["attn_implementation"] = self.attn_implementation
+        if self.scratch is not None:
+            rows = self.scratch.vocab_size or self.vocab_size
+            if rows is None:
+                raise ModelConfigError("model.scratch.vocab_size is unknown: set data.tokenizer (the CLI links "
+                                       "its size) or model.scratch.vocab_size")
+            if self.vocab_size is not None and rows < self.vocab_size:
+                raise ModelConfigError(
+                    f"vocab mismatch: the tokenizer has {self.vocab_size} tokens but model.scratch.vocab_size is "
+                    f"{rows}, so the highest token ids have no embedding row. Remove model.scratch.vocab_size "
+                    f"(it then follows the tokenizer) or set it to at least {self.vocab_size}."
+                )
+            return AutoModelForCausalLM.from_config(self.scratch.to_hf_config(rows), **kwargs)
+        assert self.pretrained is not None
+        kwargs["dtype"] = getattr(torch, self.dtype_name)
+        if self.quantization is not None:
+            kwargs.update(_bnb_kwargs(self.quantization))
+        try:
+            model = AutoModelForCausalLM.from_pretrained(self.pretrained, **kwargs)
+        except OSError as err:
+            raise ModelConfigError(
+                f"cannot load model.pretrained={self.pretrained!r}: {err}. Give a directory written by "
+                "save_pretrained (config.json + weights) or a hub name reachable from this machine."
+            ) from err
+        if self.quantization is not None:
+            import peft
+
+            model = peft.prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=self.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False},
+            )
+        return model
+
+    def _check_and_link_vocab(self, model: PreTrainedModel) -> None:
+        """The seed's `assert vocab_size == embedding rows`, as a fix-it error; grows a pretrained embedding."""
+        rows = model.get_input_embeddings().weight.shape[0]
+        if self.vocab_size is None or self.vocab_size <= rows:
+            return
+        if self.pretrained is not None and self.quantization is None:
+            rank_zero_info(f"tokenizer has {self.vocab_size} tokens, {self.pretrained} has {rows} embedding rows: "
+                           f"resizing the embeddings (new rows start at the mean of the old ones)")
+            model.resize_token_embeddings(self.vocab_size)
+            if self.lora is not None and not self.lora.modules_to_save:
+                rank_zero_warn("new token embeddings stay untrained under LoRA; set model.lora.modules_to_save "
+                               "(e.g. [lm_head, embed_tokens]) to train them")
+            return
+        raise ModelConfigError(
+            f"vocab mismatch: the tokenizer has {self.vocab_size} tokens but the model's embedding has {rows} rows. "
+            "Use the tokenizer the model was trained with (data.tokenizer), or a model with a larger vocabulary."
+        )
+
+    def _add_lora(self, model: PreTrainedModel) -> PreTrainedModel:
+        import peft
+        from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as DEFAULT_TARGETS
+
+        assert self.lora is not None
+        targets = self.lora.target_modules
+        if targets is None:
+            model_type = model.config.model_type
+            if model_type not in DEFAULT_TARGETS:
+                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                                 if isinstance(m, (torch.nn.Linear, Conv1D))})
+                raise ModelConfigError(f"no default LoRA target modules for model type {model_type!r}; set "
+                                       f"model.lora.target_modules to some of its linear layers: {linear}")
+            targets = tuple(DEFAULT_TARGETS[model_type])
+        # GPT-2 keeps its linear weights transposed (Conv1D); peft must know, or it warns and guesses.
+        fan_in_fan_out = any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets
+                             for n, m in model.named_modules())
+        config = peft.LoraConfig(
+            task_type=peft.TaskType.CAUSAL_LM, r=self.lora.r, lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout, target_modules=list(targets), bias=self.lora.bias,
+            fan_in_fan_out=fan_in_fan_out,
+            modules_to_save=list(self.lora.modules_to_save) if self.lora.modules_to_save else None,
+        )
+        model = peft.get_peft_model(model, config)
+        # Trainable weights stay fp32 whatever the base dtype: GradScaler under 16-mixed refuses fp16 gradients
+        # ("Attempting to unscale FP16 gradients"), and bf16 updates lose small steps.
+        for param in model.parameters():
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
+        rank_zero_info(f"LoRA on {list(targets)}, r={self.lora.r}, alpha={self.lora.alpha}")
+        return model
+
+    def _trainable_state_keys(self) -> set[str]:
+        return {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad} if self.model else set()
+
+    def _total_steps(self) -> int | None:
+        if self._trainer is None:
+            return None
+        total = self.trainer.estimated_stepping_batches
+        return None if total is None or math.isinf(total) else int(total)
+
+    def _estimate_flops(self, input_ids: torch.Tensor) -> int:
+        """Training FLOPs of one batch (PaLM appendix B): 6 N per token for weights, plus attention scores.
+
+        LoRA skips weight gradients of the frozen base, so it costs about 4 N per token instead of 6 N.
+        """
+        assert self.model is not None
+        cfg = self.model.config
+        n_params = self._n_matmul_params
+        if n_params is None:
+            emb = self.model.get_input_embeddings().weight.numel()
+            n_params = sum(p.numel() for p in self.model.parameters()) - emb
+            if getattr(cfg, "tie_word_embeddings", False):
+                n_params += emb  # the tied output head is a matmul
+            self._n_matmul_params = n_params
+        batch, seq = input_ids.shape
+        per_token = (4 if self.lora is not None else 6) * n_params
+        layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", 0)
+        width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
+        attention = 12 * layers * width * seq
+        return int((per_token + attention) * batch * seq)
+
+
+def _check_qlora_possible(pretrained: str | None, lora: LoraConfig | None) -> None:
+    """QLoRA prerequisites, checked at construction so a misconfigured job fails before any work."""
+    if pretrained is None or lora is None:
+        raise ModelConfigError(
+            "model.quantization (QLoRA) quantizes a pretrained base and trains LoRA adapters on it: set "
+            "model.pretrained and model.lora too, or remove model.quantization"
+        )
+    if not torch.cuda.is_available():
+        raise ModelConfigError(
+            "model.quantization (4-bit QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on this "
+            "machine's CPU. Run on a GPU node, or remove model.quantization to train plain LoRA (fp32/bf16) here."
+        )
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise ModelConfigError(
+            "model.quantization needs bitsandbytes: pip install -e '.[qlora]' (or pip install bitsandbytes)"
+        ) from err
+
+
+def _bnb_kwargs(cfg: QuantizationConfig) -> dict[str, Any]:
+    from transformers import BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type=cfg.quant_type, bnb_4bit_use_double_quant=cfg.double_quant,
+        bnb_4bit_compute_dtype=getattr(torch, cfg.compute_dtype),
+    )
+    # 4-bit weights cannot be moved after loading: put them on this process's GPU right away (one per DDP rank).
+    return {"quantization_config": bnb, "device_map": {"": torch.cuda.current_device()}}

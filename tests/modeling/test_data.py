@@ -1,0 +1,124 @@
+"""TextDataModule: the token cache, packing, the split, exact resume of the data position, input errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from modeling.data import DataConfigError, ResumableSampler, TextDataModule
+from modeling.module import IGNORE_INDEX
+from tests.modeling.conftest import make_docs, write_shards
+
+
+def _dm(tokenizer_dir: Path, shards: Path, tmp_path: Path, **kw) -> TextDataModule:
+    args = {"tokenizer": str(tokenizer_dir), "path": str(shards), "block_size": 16, "batch_size": 4,
+            "cache_dir": str(tmp_path / "cache"), "val_fraction": 0.1}
+    args.update(kw)
+    return TextDataModule(**args)
+
+
+def test_blocks_are_documents_joined_by_eos_and_last_block_is_masked(tokenizer_dir, tmp_path):
+    docs = make_docs(7, seed=3)
+    shards = write_shards(tmp_path / "shards", docs, n_shards=1)
+    dm = _dm(tokenizer_dir, shards, tmp_path)
+    dm.setup("fit")
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    expected = [t for d in docs for t in [*tok(d, add_special_tokens=False)["input_ids"], tok.eos_token_id]]
+    blocks = dm.train_set.blocks
+    assert blocks.shape == (-(-len(expected) // 16), 16)
+    assert blocks.reshape(-1)[: len(expected)].tolist() == expected
+    # the final, partial block: its padding (at the end, invisible to causal attention) is not scored
+    last = len(blocks) - 1
+    ds = dm.train_set if last in dm.train_set.indices else dm.val_set
+    item = ds[int(np.where(ds.indices == last)[0][0])]
+    n_real = len(expected) - last * 16
+    assert (item["labels"][n_real:] == IGNORE_INDEX).all() and (item["labels"][:n_real] >= 0).all()
+    assert item["input_ids"][:n_real].tolist() == expected[last * 16:]
+    full = dm.train_set[int(np.where(dm.train_set.indices != last)[0][0])]
+    assert torch.equal(full["labels"], full["input_ids"])  # every other block: all tokens scored
+
+
+def test_cache_is_reused_and_keyed_by_block_size(tokenizer_dir, shards_dir, tmp_path, monkeypatch):
+    first = _dm(tokenizer_dir, shards_dir, tmp_path).build_cache()
+    calls = []
+    dm = _dm(tokenizer_dir, shards_dir, tmp_path)
+    monkeypatch.setattr(dm, "_iter_texts", lambda: calls.append(1) or iter(()))
+    assert dm.build_cache() == first and calls == []  # a restart (or another rank) does not tokenize again
+    other = _dm(tokenizer_dir, shards_dir, tmp_path, block_size=32).build_cache()
+    assert other != first and (other / "blocks.npy").exists()
+
+
+def test_split_is_deterministic_disjoint_and_complete(tokenizer_dir, shards_dir, tmp_path):
+    a, b = _dm(tokenizer_dir, shards_dir, tmp_path), _dm(tokenizer_dir, shards_dir, tmp_path)
+    a.setup("fit")
+    b.setup("fit")
+    assert a.val_set.indices.tolist() == b.val_set.indices.tolist()
+    train, val = set(a.train_set.indices.tolist()), set(a.val_set.indices.tolist())
+    assert not train & val and len(train | val) == len(a.train_set.blocks)
+    c = _dm(tokenizer_dir, shards_dir, tmp_path, seed=1)
+    c.setup("fit")
+    assert c.val_set.indices.tolist() != a.val_set.indices.tolist()
+
+
+@pytest.mark.parametrize(("world", "rank"), [(1, 0), (2, 1)])
+def test_resumable_sampler_continues_the_same_order(world, rank):
+    data = list(range(50))
+    full = ResumableSampler(data, num_replicas=world, rank=rank, seed=7)
+    full.set_epoch(3)
+    resumed = ResumableSampler(data, num_replicas=world, rank=rank, seed=7)
+    resumed.resume_at(epoch=3, samples_done=8)
+    resumed.set_epoch(2)
+    assert len(list(resumed)) == len(list(full))  # another epoch is not skipped
+    resumed.set_epoch(3)
+    assert list(resumed) == list(full)[8:]
+    assert list(resumed) == list(full)  # the skip applies once
+
+
+def test_empty_corpus_is_a_clear_error(tokenizer_dir, tmp_path):
+    root = tmp_path / "empty"
+    root.mkdir()
+    pq.write_table(pa.table({"text": ["", None]}, schema=pa.schema([("text", pa.string())])),
+                   root / "part-0.parquet")
+    with pytest.raises(DataConfigError, match="no documents with text in column 'text'"):
+        _dm(tokenizer_dir, root, tmp_path).setup("fit")
+
+
+def test_too_little_data_for_a_validation_block(tokenizer_dir, tmp_path):
+    shards = write_shards(tmp_path / "one", ["one short doc."], n_shards=1)
+    with pytest.raises(DataConfigError, match="too little to hold out a validation block"):
+        _dm(tokenizer_dir, shards, tmp_path, block_size=64).setup("fit")
+
+
+def test_missing_tokenizer_and_wrong_column_name_the_fix(tokenizer_dir, shards_dir, tmp_path):
+    with pytest.raises(DataConfigError, match=r"no such directory.*modeling.tokenizer train"):
+        _dm(tmp_path / "no-tokenizer", shards_dir, tmp_path)
+    with pytest.raises(DataConfigError, match=r"no column 'body'.*text_column"):
+        _dm(tokenizer_dir, shards_dir, tmp_path, text_column="body").setup("fit")
+    with pytest.raises(DataConfigError, match=r"data\.path"):
+        _dm(tokenizer_dir, tmp_path / "nowhere", tmp_path).setup("fit")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_hf_dataset_gives_the_same_blocks_as_the_shards(tokenizer_dir, tmp_path, streaming, monkeypatch):
+    import datasets
+
+    from modeling.data import HFDatasetConfig
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")  # stay inside tmp
+
+    docs = make_docs(30, seed=5)
+    shards = write_shards(tmp_path / "shards", docs, n_shards=1)
+    from_files = _dm(tokenizer_dir, shards, tmp_path)
+    from_files.setup("fit")
+    hf = HFDatasetConfig(name="parquet", data_files=str(shards / "part-00000.parquet"), streaming=streaming)
+    from_hf = TextDataModule(tokenizer=str(tokenizer_dir), hf_dataset=hf, block_size=16, batch_size=4,
+                             cache_dir=str(tmp_path / "cache"), val_fraction=0.1)
+    from_hf.setup("fit")
+    assert from_hf.cache_key() != from_files.cache_key()
+    assert np.array_equal(np.asarray(from_hf.train_set.blocks), np.asarray(from_files.train_set.blocks))

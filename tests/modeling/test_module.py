@@ -1,0 +1,133 @@
+"""CausalLMModule in isolation: building models, the vocab link, LoRA, QLoRA checks, metrics, the schedule."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from modeling.module import (
+    IGNORE_INDEX,
+    CausalLMModule,
+    LoraConfig,
+    ModelConfigError,
+    QuantizationConfig,
+    ScratchModelConfig,
+    WarmupCosineLR,
+)
+
+TINY = ScratchModelConfig(arch="gpt2", max_position_embeddings=32, hidden_size=16, num_layers=1, num_heads=2)
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupCosineLR(opt, warmup_steps=4, total_steps=20, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert all(a >= b for a, b in itertools.pairwise(lrs[4:]))
+    assert sched.lr_factor(20) == pytest.approx(0.1) and sched.lr_factor(12) == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_scratch_model_follows_the_tokenizer_vocab(arch):
+    module = CausalLMModule(scratch=ScratchModelConfig(arch=arch, max_position_embeddings=32, hidden_size=16,
+                                                       num_layers=1, num_heads=2), vocab_size=123)
+    module.configure_model()
+    assert module.model.config.model_type == arch
+    assert module.model.get_input_embeddings().weight.shape[0] == 123
+
+
+def test_vocab_mismatch_is_a_clear_error():
+    module = CausalLMModule(scratch=ScratchModelConfig(vocab_size=100, hidden_size=16, num_layers=1, num_heads=2),
+                            vocab_size=120)
+    with pytest.raises(ModelConfigError, match=r"tokenizer has 120 tokens.*model.scratch.vocab_size is 100"):
+        module.configure_model()
+
+
+def test_pretrained_embeddings_grow_for_added_tokens(gpt2_dir):
+    rows = AutoModelForCausalLM.from_pretrained(gpt2_dir).get_input_embeddings().weight.shape[0]
+    module = CausalLMModule(pretrained=str(gpt2_dir), vocab_size=rows + 5)
+    module.configure_model()
+    assert module.model.get_input_embeddings().weight.shape[0] == rows + 5
+    assert module.model.get_output_embeddings().weight.shape[0] == rows + 5
+
+
+def test_needs_exactly_one_weight_source(gpt2_dir):
+    with pytest.raises(ModelConfigError, match=r"exactly one of model\.pretrained"):
+        CausalLMModule()
+    with pytest.raises(ModelConfigError, match=r"exactly one of model\.pretrained"):
+        CausalLMModule(pretrained=str(gpt2_dir), scratch=TINY)
+
+
+def test_qlora_without_cuda_stops_at_construction(gpt2_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
+    with pytest.raises(ModelConfigError, match=r"needs a CUDA GPU.*remove model.quantization"):
+        CausalLMModule(pretrained=str(gpt2_dir), lora=LoraConfig(), quantization=QuantizationConfig())
+    with pytest.raises(ModelConfigError, match=r"set model\.pretrained and model\.lora"):
+        CausalLMModule(pretrained=str(gpt2_dir), quantization=QuantizationConfig())
+
+
+@pytest.mark.parametrize(("fixture", "expected"), [("gpt2_dir", {"c_attn"}), ("llama_dir", {"q_proj", "v_proj"})])
+def test_lora_targets_are_detected_per_architecture(request, fixture, expected):
+    module = CausalLMModule(pretrained=str(request.getfixturevalue(fixture)), lora=LoraConfig(r=4))
+    module.configure_model()
+    # names look like ...attn.c_attn.lora_A.default.weight
+    assert {n.split(".")[-4] for n, _ in module.model.named_parameters() if "lora_A" in n} == expected
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert all(p.dtype == torch.float32 for n, p in module.model.named_parameters() if p.requires_grad)
+    assert 0 < module.trainable_params < sum(p.numel() for p in module.model.parameters())
+
+
+def test_lora_keeps_adapters_fp32_on_a_half_precision_base(gpt2_dir):
+    module = CausalLMModule(pretrained=str(gpt2_dir), lora=LoraConfig(r=4), dtype="float16")
+    module.configure_model()
+    dtypes = {p.dtype for p in module.model.parameters() if not p.requires_grad}
+    assert torch.float16 in dtypes
+    assert {p.dtype for p in module.model.parameters() if p.requires_grad} == {torch.float32}
+
+
+def test_unknown_architecture_asks_for_target_modules(monkeypatch, gpt2_dir):
+    import peft.utils.constants as constants
+
+    monkeypatch.delitem(constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, "gpt2")
+    module = CausalLMModule(pretrained=str(gpt2_dir), lora=LoraConfig())
+    with pytest.raises(ModelConfigError, match=r"set model.lora.target_modules.*c_attn"):
+        module.configure_model()
+
+
+def test_metrics_count_only_labelled_tokens():
+    torch.manual_seed(0)
+    module = CausalLMModule(scratch=TINY, vocab_size=50)
+    module.configure_model()
+    module.eval()
+    ids = torch.randint(0, 50, (2, 12))
+    labels = ids.clone()
+    labels[1, 7:] = IGNORE_INDEX  # padding at the end of the second row
+    loss = module._shared_step({"input_ids": ids, "labels": labels}, "val")
+    reference = module.model(input_ids=ids, labels=labels).loss  # transformers' own shifted loss
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    metrics = module.metrics["val_metrics"]
+    assert metrics["ppl"].compute().item() == pytest.approx(math.exp(reference.item()), rel=1e-5)
+    logits = module.model(input_ids=ids).logits[:, :-1]
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    expected_acc = (logits.argmax(-1) == targets)[keep].float().mean().item()
+    assert metrics["acc"].compute().item() == pytest.approx(expected_acc)
+
+
+def test_gradient_checkpointing_is_non_reentrant():
+    module = CausalLMModule(scratch=TINY, vocab_size=50, gradient_checkpointing=True)
+    module.configure_model()
+    assert module.model.is_activation_checkpointing
+    module.train()
+    ids = torch.randint(0, 50, (2, 8))
+    module._shared_step({"input_ids": ids}, "train").backward()
+    assert all(p.grad is not None for p in module.model.parameters() if p.requires_grad)
