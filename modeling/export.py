@@ -93,8 +93,22 @@ def load_causal_lm(path: str | Path, tokenizer: str | None = None, device: str |
     """Open a ``.ckpt``, a Hugging Face model directory or a PEFT adapter directory, in eval mode.
 
     ``tokenizer`` overrides the tokenizer found next to the model (for a checkpoint: the run's ``data.tokenizer``).
+    The one loader behind export, evaluation and generation, so "what is a model path" means the same everywhere.
     """
-    p = Path(path).expanduser()
+    try:
+        model, tok = _load_causal_lm(Path(path).expanduser(), tokenizer, dtype)
+    except OSError as err:  # a tokenizer or base model that moved since training, a truncated weights file
+        raise ModelLoadError(
+            f"{str(path)!r}: {err}. If the tokenizer or the adapter's base model lives elsewhere now, pass the "
+            "tokenizer directory explicitly (--tokenizer DIR); an adapter's base path is in adapter_config.json"
+        ) from err
+    apply_special_tokens(model, tok)
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    return model.eval(), tok
+
+
+def _load_causal_lm(p: Path, tokenizer: str | None,
+                    dtype: torch.dtype | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if p.is_file() and p.suffix == ".ckpt":
         with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
             module = CausalLMModule.load_from_checkpoint(p, map_location="cpu", weights_only=True)
@@ -112,27 +126,21 @@ def load_causal_lm(path: str | Path, tokenizer: str | None = None, device: str |
     else:
         seen = sorted(x.name for x in p.iterdir())[:20] if p.is_dir() else []
         raise ModelLoadError(
-            f"{str(path)!r} is not a model: expected a Lightning .ckpt file, a Hugging Face model directory "
+            f"{str(p)!r} is not a model: expected a Lightning .ckpt file, a Hugging Face model directory "
             f"(config.json) or a PEFT adapter directory (adapter_config.json)"
             + (f"; it holds {seen}" if p.is_dir() else "; no such file" if not p.exists() else "")
         )
-    assert model is not None
-    tok = AutoTokenizer.from_pretrained(tok_path)
-    apply_special_tokens(model, tok)
-    model = model.to(device)
-    if dtype is not None:
-        model = model.to(dtype)
-    return model.eval(), tok
+    return model, AutoTokenizer.from_pretrained(tok_path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
     """``torch.load`` of one of our checkpoints in weights-only mode (no arbitrary code from the pickle)."""
     with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def _tokenizer_of_checkpoint(ckpt: Path) -> str:
-    state = load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt, mmap=True)  # only the hyperparameters are needed: do not read the weights
     tok = (state.get("datamodule_hyper_parameters") or {}).get("tokenizer")
     if tok is None:
         raise ModelLoadError(f"{ckpt} does not record its tokenizer (no data module hyperparameters): pass "
@@ -182,5 +190,8 @@ class HFExportCallback(pl.Callback):
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         if tokenizer is None:
             raise ModelLoadError("HFExportCallback needs the data module's tokenizer (trainer.datamodule.tokenizer)")
+        block_size = getattr(trainer.datamodule, "block_size", None)
+        if isinstance(block_size, int):
+            tokenizer.model_max_length = block_size  # evaluation reads the trained context length from here
         export_hf(pl_module, tokenizer, out)
         rank_zero_info(f"export: Hugging Face {'adapter' if pl_module.lora else 'model'} written to {out}")

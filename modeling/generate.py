@@ -23,7 +23,6 @@ Writes ``--output`` (JSONL, one row per sample) and, next to it, a Markdown repo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gzip
 import io
 import json
@@ -42,7 +41,6 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from curation.paths import InputError
 from modeling.export import ModelLoadError, load_causal_lm
-from modeling.module import LoraConfig, QuantizationConfig, ScratchModelConfig
 
 log = logging.getLogger("modeling.generate")
 
@@ -92,34 +90,14 @@ def load_model(
 
     A thin layer over :func:`modeling.export.load_causal_lm`, the loader shared with training: it adds the
     ``auto`` device/dtype names and left padding, which batched generation of a decoder-only model needs
-    (right padding would put pad tokens between the prompt and the continuation). It also allows the module's
-    config dataclasses in ``torch.load``'s weights-only mode: a module built in Python (not through the CLI)
-    pickles them into its checkpoint's hyperparameters, and Lightning would otherwise refuse to open it.
+    (right padding would put pad tokens between the prompt and the continuation).
     """
     dev = resolve_device(device)
-    try:
-        with _trusted_configs():
-            model, tok = load_causal_lm(
-                path, tokenizer=tokenizer, device=dev, dtype=resolve_dtype(dtype, dev)
-            )
-    except OSError as err:  # a tokenizer or base model that moved since training, a truncated weights file
-        raise ModelLoadError(
-            f"--model {str(path)!r}: {err}. If the tokenizer or the adapter's base model lives "
-            "elsewhere now, pass --tokenizer DIR (the base path is in adapter_config.json)"
-        ) from err
+    model, tok = load_causal_lm(path, tokenizer=tokenizer, device=dev, dtype=resolve_dtype(dtype, dev))
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token  # padding is masked out; any id works, eos is always there
     return model, tok
-
-
-def _trusted_configs() -> contextlib.AbstractContextManager[Any]:
-    """Allow the module's config dataclasses in weights-only unpickling. torch < 2.5 has no ``safe_globals``,
-    and there (before 2.6) ``torch.load`` is not weights-only by default, so nothing needs allowing."""
-    safe_globals = getattr(torch.serialization, "safe_globals", None)
-    if safe_globals is None:
-        return contextlib.nullcontext()
-    return safe_globals([ScratchModelConfig, LoraConfig, QuantizationConfig])
 
 
 def max_positions(model: PreTrainedModel) -> int | None:
