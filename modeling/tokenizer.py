@@ -46,9 +46,9 @@ import docstring_parser
 import pyarrow.parquet as pq
 import tokenizers
 import xxhash
-import yaml
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from curation.config import ConfigError, from_dict, load_yaml
 from curation.paths import InputError, detect_format
 from modeling.corpus import iter_text_batches, resolve_text_files
 
@@ -588,27 +588,6 @@ def _field_kind(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _converter(name: str, base: Any) -> Any:
-    """A callable turning a flag string (or YAML scalar) into the field's type, with a readable error."""
-    if typing.get_origin(base) is Literal:
-        choices = typing.get_args(base)
-
-        def choose(value: Any) -> Any:
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-            return value
-        return choose
-    if base is bool:
-        def to_bool(value: Any) -> bool:
-            if isinstance(value, bool):
-                return value
-            raise ValueError(f"{name} must be true or false, got {value!r}")
-        return to_bool
-    if typing.get_origin(base) is tuple:
-        return lambda value: (value,) if isinstance(value, str) else tuple(str(v) for v in value)
-    return base
-
-
 def build_parser() -> argparse.ArgumentParser:
     """``train`` gets one flag per config field (``vocab_size`` -> ``--vocab-size``); ``inspect`` its own."""
     parser = argparse.ArgumentParser(
@@ -652,38 +631,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TokenizerTrainConfig:
-    """Merge defaults, the ``--config`` YAML and the flags (in rising precedence) into a config."""
-    values: dict[str, Any] = {}
+    """Merge defaults, the ``--config`` YAML and the flags (in rising precedence) into a config.
+
+    The YAML goes through the same strict loader as every other config of the project (unknown keys,
+    wrong choices and non-boolean switches are errors naming the key)."""
     config_path = getattr(args, "config", None)
-    if config_path:
-        path = Path(config_path)
-        if not path.is_file():
-            raise InputError(f"--config {config_path!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise InputError(f"{config_path}: expected a mapping of keys to values, got {type(loaded).__name__}")
-        hints = typing.get_type_hints(TokenizerTrainConfig)
-        known = {f.name for f in fields(TokenizerTrainConfig)}
-        for key, value in loaded.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                raise InputError(f"{config_path}: unknown key {key!r}; known keys: {sorted(known)}")
-            base, optional = _field_kind(hints[name])
-            if value is None and optional:
-                values[name] = None
-                continue
-            try:
-                values[name] = _converter(name, base)(value)
-            except (TypeError, ValueError) as err:
-                raise InputError(f"{config_path}: key {key!r}: {err}") from err
-    values.update({k: v for k, v in vars(args).items() if k not in ("command", "config")})
-    missing = [f.name for f in fields(TokenizerTrainConfig) if f.default is MISSING and f.name not in values]
-    if missing:
-        raise InputError(
-            "missing " + ", ".join(f"--{m.replace('_', '-')}" for m in missing) + " (pass the flag or set it "
-            "in the --config YAML)"
-        )
-    return TokenizerTrainConfig(**values)
+    values: dict[str, Any] = {}
+    try:
+        if config_path:
+            values = {str(k).replace("-", "_"): v for k, v in load_yaml(config_path).items()}
+        values.update({k: v for k, v in vars(args).items() if k not in ("command", "config")})
+        missing = [f.name for f in fields(TokenizerTrainConfig) if f.default is MISSING and f.name not in values]
+        if missing:
+            raise InputError(
+                "missing " + ", ".join(f"--{m.replace('_', '-')}" for m in missing) + " (pass the flag or set it "
+                "in the --config YAML)"
+            )
+        return from_dict(TokenizerTrainConfig, values, where=config_path or "flags")
+    except ConfigError as err:
+        raise InputError(str(err)) from err
 
 
 def main(argv: Sequence[str] | None = None) -> int:
