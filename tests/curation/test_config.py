@@ -12,7 +12,7 @@ def test_unknown_keys_wrong_choices_and_switches_name_the_key():
         from_dict(RunConfig, {"shuffle": "random"})
     with pytest.raises(ConfigError, match=r"config.overwrite: must be true or false, got 'yes'"):
         from_dict(RunConfig, {"overwrite": "yes"})
-    with pytest.raises(ConfigError, match="language.*backend"):
+    with pytest.raises(ConfigError, match=r"language.*backend"):
         from_dict(RunConfig, {"language": {"backend": "cld3"}})
 
 
