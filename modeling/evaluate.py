@@ -55,6 +55,7 @@ from modeling.export import ModelLoadError
 from modeling.generate import (
     DecodingSetting,
     GenerateError,
+    add_model_arguments,
     derive_seed,
     generate_batch,
     iter_batches,
@@ -647,17 +648,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--first-line", action="store_true", help="score only the first line of each answer")
     p.add_argument("--output", default=d.output, help="metrics JSON (default: metrics.json)")
     p.add_argument("--predictions", help="also write prompt, references and answer per row to this JSONL")
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument(
-        "--dtype",
-        default=d.dtype,
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (default auto: float32 on CPU, bfloat16 on a GPU)",
-    )
-    p.add_argument("--tokenizer", help="tokenizer dir overriding the one saved with the model")
-    p.add_argument(
-        "--log-every", type=int, default=d.log_every, help="log progress every N batches (default 20)"
-    )
+    add_model_arguments(p, d.log_every)
     return p
 
 

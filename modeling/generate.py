@@ -100,6 +100,21 @@ def load_model(
     return model, tok
 
 
+def add_model_arguments(p: argparse.ArgumentParser, log_every: int) -> None:
+    """The flags every command that loads a model shares: where it runs, in what dtype, which tokenizer."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights dtype (default auto: float32 on CPU, bfloat16 on a GPU)",
+    )
+    p.add_argument("--tokenizer", help="tokenizer dir overriding the one saved with the model")
+    p.add_argument(
+        "--log-every", type=int, default=log_every, help=f"log progress every N batches (default {log_every})"
+    )
+
+
 def max_positions(model: PreTrainedModel) -> int | None:
     """Longest sequence the model can attend over, or None when its config does not say."""
     cfg = model.config
@@ -521,17 +536,7 @@ def parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=d.batch_size, help="prompts per generate call (default 8)"
     )
     p.add_argument("--output", default=d.output, help="JSONL output; the report is written next to it as .md")
-    p.add_argument("--device", default=d.device, help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument(
-        "--dtype",
-        default=d.dtype,
-        choices=["auto", "float32", "bfloat16", "float16"],
-        help="weights dtype (default auto: float32 on CPU, bfloat16 on a GPU)",
-    )
-    p.add_argument("--tokenizer", help="tokenizer dir overriding the one saved with the model")
-    p.add_argument(
-        "--log-every", type=int, default=d.log_every, help="log progress every N batches (default 10)"
-    )
+    add_model_arguments(p, d.log_every)
     return p
 
 

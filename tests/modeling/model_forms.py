@@ -63,3 +63,12 @@ def save_adapter(root: Path, base_dir: Path) -> Path:
     out = root / "adapter"
     model.save_pretrained(out)
     return out
+
+
+def build_forms(root: Path, tokenizer_dir: Path, shards_dir: Path, gpt2_dir: Path) -> dict[str, Path]:
+    """The three model forms every command must open: a Lightning .ckpt, an HF directory, a PEFT adapter."""
+    return {
+        "ckpt": train_checkpoint(root, tokenizer_dir, shards_dir),
+        "hf": gpt2_dir,
+        "adapter": save_adapter(root, gpt2_dir),
+    }

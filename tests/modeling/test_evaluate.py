@@ -23,17 +23,12 @@ from modeling.evaluate import (
 )
 from modeling.generate import DecodingSetting, GenerateError, generate_batch, load_model, resolve_device
 from tests.modeling.conftest import make_docs, write_shards
-from tests.modeling.model_forms import save_adapter, train_checkpoint
+from tests.modeling.model_forms import build_forms
 
 
 @pytest.fixture(scope="module")
 def forms(tmp_path_factory, tokenizer_dir, shards_dir, gpt2_dir) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("forms")
-    return {
-        "ckpt": train_checkpoint(root, tokenizer_dir, shards_dir),
-        "hf": gpt2_dir,
-        "adapter": save_adapter(root, gpt2_dir),
-    }
+    return build_forms(tmp_path_factory.mktemp("forms"), tokenizer_dir, shards_dir, gpt2_dir)
 
 
 @pytest.fixture(scope="module")

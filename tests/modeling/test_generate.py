@@ -23,19 +23,14 @@ from modeling.generate import (
     render_report,
     run_generation,
 )
-from tests.modeling.model_forms import save_adapter, train_checkpoint
+from tests.modeling.model_forms import build_forms
 
 PROMPTS = ["the patient was given", "the contract says the party", "payment is due within thirty days of the"]
 
 
 @pytest.fixture(scope="module")
 def forms(tmp_path_factory, tokenizer_dir, shards_dir, gpt2_dir) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("forms")
-    return {
-        "ckpt": train_checkpoint(root, tokenizer_dir, shards_dir),
-        "hf": gpt2_dir,
-        "adapter": save_adapter(root, gpt2_dir),
-    }
+    return build_forms(tmp_path_factory.mktemp("forms"), tokenizer_dir, shards_dir, gpt2_dir)
 
 
 @pytest.fixture(scope="module")
