@@ -1,0 +1,1 @@
+"""Launchers: the whole chain as one command (``python -m launch.pipeline``)."""

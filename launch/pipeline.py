@@ -1,0 +1,411 @@
+"""The whole chain as one command: curation -> tokenizer -> training -> evaluation -> generation.
+
+Usage::
+
+    python -m launch.pipeline --config configs/pipeline/demo.yaml                 # -> out/pipeline-demo/
+    python -m launch.pipeline --config configs/pipeline/demo.yaml --force         # rerun every stage
+    python -m launch.pipeline --config configs/pipeline/demo.yaml --stages train,evaluate
+    python -m launch.pipeline --config configs/pipeline/demo.yaml --output out/other
+
+Each stage is the project's own command (``python -m curation run``, ``python -m modeling.tokenizer train``, ...)
+run as a subprocess, so the pipeline adds no second code path: what it runs is exactly what a user could type,
+and each command line is printed and logged. A stage is skipped when its stamp (``<output>/.stamps/<stage>.json``)
+holds the same input key as now and its outputs exist. The key hashes the stage's command line (the extra args
+included), the contents of the files it reads its settings from, the raw input's file sizes and mtimes (for
+curation) and the keys of the upstream stages, so changing a stage's config reruns it and everything downstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from curation.config import ConfigError, from_dict, load_yaml
+
+STAGES: tuple[str, ...] = ("curation", "tokenizer", "train", "evaluate", "generate")
+"""Every stage, in the order it runs."""
+
+STAMP_DIR = ".stamps"
+LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class StageArgsConfig:
+    """Extra command-line arguments appended to each stage's command (they override its config file)."""
+
+    curation: tuple[str, ...] = ()
+    """Extra flags of ``python -m curation run``, e.g. ``[--num-cpus, "2"]``."""
+    tokenizer: tuple[str, ...] = ()
+    """Extra flags of ``python -m modeling.tokenizer train``, e.g. ``[--vocab-size, "1000"]``."""
+    train: tuple[str, ...] = ()
+    """Extra flags of ``python -m modeling.train fit``, e.g. ``[--trainer.max_steps, "10"]``."""
+    evaluate: tuple[str, ...] = ()
+    """Extra flags of ``python -m modeling.evaluate``, e.g. ``[--max-docs, "100"]``."""
+    generate: tuple[str, ...] = ()
+    """Extra flags of ``python -m modeling.generate``, e.g. ``[--max-new-tokens, "20"]``."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """One run of the whole chain; every key of ``configs/pipeline/*.yaml``."""
+
+    output: str = "out/pipeline-demo"
+    """Directory that receives every artifact: curated/, tokenizer/, train/, metrics.json, samples.jsonl, logs/."""
+    curation_config: str = "configs/curation/demo.yaml"
+    """``--config`` of the curation stage; its ``input`` names the raw data (its ``output`` is overridden)."""
+    tokenizer_config: str = "configs/tokenizer/demo.yaml"
+    """``--config`` of the tokenizer stage."""
+    train_config: str = "configs/train/tiny-cpu.yaml"
+    """``--config`` of the training stage; the data, tokenizer and run directory are set by the pipeline."""
+    prompts: str = "configs/generate/prompts.txt"
+    """Prompts for the generation stage (``--prompts``)."""
+    extra_args: StageArgsConfig = field(default_factory=StageArgsConfig)
+    """Extra flags per stage, appended after the pipeline's own (later flags win)."""
+    stages: tuple[str, ...] = STAGES
+    """Which stages to run; the others are neither run nor checked (their existing outputs are used)."""
+    force: bool = False
+    """Rerun the selected stages even when they are up to date."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Environment variables for the stage processes, e.g. ``OMP_NUM_THREADS: "1"`` on a small shared machine."""
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.stages if s not in STAGES]
+        if unknown:
+            raise ConfigError(f"stages: unknown stage(s) {unknown}; valid stages are {','.join(STAGES)}")
+        if not self.stages:
+            raise ConfigError(f"stages: name at least one of {','.join(STAGES)}")
+        if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):
+            raise ConfigError(f"env: must map names to strings (quote numbers: \"1\"), got {self.env!r}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline: a command and what decides whether it must run again."""
+
+    name: str
+    """Name used in messages, ``--stages``, ``logs/<name>.log`` and the stamp file."""
+    command: Callable[[], list[str]]
+    """Builds the argv when the stage runs (late, so it can point at files an upstream stage just wrote)."""
+    outputs: tuple[str, ...]
+    """Glob patterns, relative to the output dir, that must each match a file for the stage to count as done."""
+    inputs: tuple[Path, ...] = ()
+    """Files whose contents are part of the stage's key (its config files)."""
+    upstream: tuple[str, ...] = ()
+    """Stages whose keys are part of this stage's key: when they rerun, so does this one."""
+    fingerprint: Callable[[], Any] | None = None
+    """Extra key material computed at check time (the raw input's sizes and mtimes for curation)."""
+    clean: tuple[str, ...] = ()
+    """Paths, relative to the output dir, removed before the stage runs (stale runs that would be picked up)."""
+
+
+class StageFailed(RuntimeError):
+    """A stage's command exited non-zero."""
+
+    def __init__(self, stage: str, returncode: int, log: Path) -> None:
+        super().__init__(f"stage {stage} failed with exit code {returncode}; its log is {log}")
+        self.stage = stage
+        self.returncode = returncode
+        self.log = log
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> PipelineConfig:
+    """Read the YAML (strict: unknown keys name the valid ones) and apply CLI overrides (None = not given)."""
+    data = load_yaml(path) if path else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(PipelineConfig, data, where=str(path or "pipeline config"))
+
+
+def _find_one(root: Path, pattern: str, what: str) -> Path:
+    matches = sorted(root.glob(pattern))
+    if not matches:
+        raise FileNotFoundError(f"no {what} ({pattern}) under {root}; did the training stage finish?")
+    return matches[-1]
+
+
+def _raw_input_fingerprint(cfg: PipelineConfig) -> list[Any]:
+    """Sizes and mtimes of the raw input files: cheap, and enough to notice a changed or added file.
+
+    The inputs come from the curation config's ``input`` (or ``--input`` in the extra args). Remote inputs
+    (``hf://``, URLs) are keyed by name only: they cannot be listed cheaply.
+    """
+    args = list(cfg.extra_args.curation)
+    inputs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--input"]
+    if not inputs:
+        raw = load_yaml(cfg.curation_config).get("input") or []
+        inputs = [raw] if isinstance(raw, str) else list(raw)
+    out: list[Any] = []
+    for spec in inputs:
+        if "://" in spec:
+            out.append(spec)
+            continue
+        p = Path(spec)
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
+        out.append([spec, [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]])
+    return out
+
+
+def build_stages(cfg: PipelineConfig) -> list[Stage]:
+    """The five real stages, wired to each other's outputs under ``cfg.output``."""
+    out = Path(cfg.output)
+    py = sys.executable
+    curated, tokenizer, train = out / "curated", out / "tokenizer", out / "train"
+    extra = cfg.extra_args
+
+    def train_dir() -> Path:
+        return _find_one(train, "**/hf/config.json", "exported hf/ model").parent.parent
+
+    return [
+        Stage(
+            name="curation",
+            command=lambda: [py, "-m", "curation", "run", "--config", cfg.curation_config, "--output",
+                             str(curated), "--overwrite", "--no-progress", *extra.curation],
+            outputs=("curated/report.json", "curated/data/part-*"),
+            inputs=(Path(cfg.curation_config),),
+            fingerprint=lambda: _raw_input_fingerprint(cfg),
+        ),
+        Stage(
+            name="tokenizer",
+            command=lambda: [py, "-m", "modeling.tokenizer", "train", "--config", cfg.tokenizer_config,
+                             "--input", str(curated / "data"), "--output", str(tokenizer), *extra.tokenizer],
+            outputs=("tokenizer/tokenizer.json", "tokenizer/train_stats.json"),
+            inputs=(Path(cfg.tokenizer_config),),
+            upstream=("curation",),
+        ),
+        Stage(
+            name="train",
+            # The run lands in train/<logger name>/version_0: the directory is emptied first, so the version
+            # number never climbs and evaluation cannot pick up an older run's model.
+            command=lambda: [py, "-m", "modeling.train", "fit", "--config", cfg.train_config,
+                             "--data.path", str(curated / "data"), "--data.tokenizer", str(tokenizer),
+                             "--data.cache_dir", str(out / "token-cache"),
+                             "--trainer.default_root_dir", str(train),
+                             "--trainer.logger.init_args.save_dir", str(train), *extra.train],
+            outputs=("train/**/hf/config.json", "train/**/checkpoints/last.ckpt"),
+            inputs=(Path(cfg.train_config),),
+            upstream=("curation", "tokenizer"),
+            clean=("train",),
+        ),
+        Stage(
+            name="evaluate",
+            command=lambda: [py, "-m", "modeling.evaluate", "--model", str(train_dir() / "hf"),
+                             "--data", str(curated / "data"), "--output", str(out / "metrics.json"),
+                             *extra.evaluate],
+            outputs=("metrics.json",),
+            upstream=("curation", "train"),
+        ),
+        Stage(
+            name="generate",
+            command=lambda: [py, "-m", "modeling.generate", "--model",
+                             str(train_dir() / "checkpoints" / "last.ckpt"), "--prompts", cfg.prompts,
+                             "--output", str(out / "samples.jsonl"), *extra.generate],
+            outputs=("samples.jsonl",),
+            inputs=(Path(cfg.prompts),),
+            upstream=("train",),
+        ),
+    ]
+
+
+def _file_digest(path: Path) -> str:
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; fix the path in the pipeline config")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_stamp(out: Path, name: str) -> dict[str, Any] | None:
+    p = out / STAMP_DIR / f"{name}.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None  # a torn stamp counts as no stamp: the stage reruns
+
+
+def stage_key(stage: Stage, out: Path, keys: dict[str, str]) -> str:
+    """Hash of everything the stage's result depends on.
+
+    The command's argv (interpreter path left out, so a new venv does not rerun everything) covers the
+    pipeline's own flags and the extra args; file contents cover the config files; upstream keys chain the
+    stages, taken from this run when the upstream stage ran or was checked, else from its stamp on disk.
+    """
+    upstream = {}
+    for name in stage.upstream:
+        if name in keys:
+            upstream[name] = keys[name]
+        else:
+            stamp = _read_stamp(out, name)
+            upstream[name] = stamp["key"] if stamp else "missing"
+    material = {
+        "stage": stage.name,
+        "command": _command_for_key(stage),
+        "inputs": {str(p): _file_digest(p) for p in stage.inputs},
+        "upstream": upstream,
+        "fingerprint": stage.fingerprint() if stage.fingerprint else None,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _command_for_key(stage: Stage) -> list[str]:
+    try:
+        argv = stage.command()
+    except FileNotFoundError:
+        # The command points at an upstream output that does not exist yet (first run): the upstream key
+        # already covers it, and the stage will not be skipped because its own stamp is missing.
+        return ["<upstream output missing>"]
+    return argv[1:] if argv and argv[0] == sys.executable else list(argv)
+
+
+def _outputs_exist(stage: Stage, out: Path) -> bool:
+    return all(any(out.glob(pattern)) for pattern in stage.outputs)
+
+
+def _run_logged(argv: list[str], log: Path, env: dict[str, str], stream: bool) -> int:
+    """Run ``argv``, copying its output (stdout and stderr merged) to ``log`` and, if ``stream``, to stdout."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w", encoding="utf-8") as fh:
+        fh.write("$ " + " ".join(argv) + "\n")
+        fh.flush()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                text=True, errors="replace", bufsize=1)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            if stream:
+                sys.stdout.write("  | " + line)
+                sys.stdout.flush()
+        return proc.wait()
+
+
+def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        return "".join(deque(fh, maxlen=n))
+
+
+def run_pipeline(cfg: PipelineConfig, stages: Sequence[Stage] | None = None, stream: bool = True) -> dict[str, str]:
+    """Run the selected stages in order, skipping those that are up to date; returns stage -> 'ran'/'skipped'.
+
+    ``stages`` defaults to :func:`build_stages`; tests pass fake ones. Raises :class:`StageFailed` when a
+    stage's command fails: later stages do not run, and the failed stage's stamp is gone so it reruns next time.
+    """
+    out = Path(cfg.output)
+    all_stages = list(stages) if stages is not None else build_stages(cfg)
+    selected = [s for s in all_stages if s.name in cfg.stages]
+    keys: dict[str, str] = {}
+    result: dict[str, str] = {}
+    started = time.perf_counter()
+    for i, stage in enumerate(selected, 1):
+        key = stage_key(stage, out, keys)
+        keys[stage.name] = key
+        stamp = _read_stamp(out, stage.name)
+        if not cfg.force and stamp and stamp.get("key") == key and _outputs_exist(stage, out):
+            print(f"[{i}/{len(selected)}] stage {stage.name} up to date (inputs unchanged), skipping", flush=True)
+            result[stage.name] = "skipped"
+            continue
+        stamp_path = out / STAMP_DIR / f"{stage.name}.json"
+        stamp_path.unlink(missing_ok=True)  # until it succeeds, this stage is not up to date
+        for rel in stage.clean:
+            shutil.rmtree(out / rel, ignore_errors=True)
+        argv = stage.command()
+        log = out / "logs" / f"{stage.name}.log"
+        why = "forced" if cfg.force else ("no stamp" if not stamp else
+                                           "inputs changed" if stamp.get("key") != key else "outputs missing")
+        print(f"[{i}/{len(selected)}] stage {stage.name} starting ({why}): {' '.join(argv)}", flush=True)
+        t0 = time.perf_counter()
+        rc = _run_logged(argv, log, cfg.env, stream)
+        seconds = time.perf_counter() - t0
+        if rc != 0:
+            print(f"[{i}/{len(selected)}] stage {stage.name} FAILED after {seconds:.1f}s (exit code {rc}); "
+                  f"last lines of {log}:\n{_tail(log)}", file=sys.stderr, flush=True)
+            raise StageFailed(stage.name, rc, log)
+        if not _outputs_exist(stage, out):
+            print(f"stage {stage.name} exited 0 but did not write {list(stage.outputs)} under {out}; see {log}",
+                  file=sys.stderr, flush=True)
+            raise StageFailed(stage.name, 1, log)
+        stamp_path.parent.mkdir(parents=True, exist_ok=True)
+        stamp_path.write_text(json.dumps({"stage": stage.name, "key": key, "command": argv,
+                                          "seconds": round(seconds, 2), "finished": time.time()}, indent=1))
+        print(f"[{i}/{len(selected)}] stage {stage.name} done in {seconds:.1f}s", flush=True)
+        result[stage.name] = "ran"
+    print(f"pipeline finished in {time.perf_counter() - started:.1f}s", flush=True)
+    return result
+
+
+def _load_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def summarize(out: Path) -> str:
+    """Where every artifact is and the headline numbers, from the files the stages wrote."""
+    lines = [f"Artifacts under {out}:"]
+    report = _load_json(out / "curated" / "report.json")
+    lines.append(f"  curated shards   {out / 'curated' / 'data'}  (report: {out / 'curated' / 'report.md'})")
+    lines.append(f"  tokenizer        {out / 'tokenizer'}")
+    hf = sorted(out.glob("train/**/hf/config.json"))
+    run_dir = hf[-1].parent.parent if hf else None
+    lines.append(f"  training run     {run_dir or out / 'train'}  (hf/, checkpoints/, TensorBoard events)")
+    lines.append(f"  metrics          {out / 'metrics.json'}")
+    lines.append(f"  samples          {out / 'samples.jsonl'}  (+ samples.md)")
+    lines.append(f"  logs             {out / 'logs'}")
+    lines.append("Headline numbers:")
+    if report:
+        dropped = report.get("dropped", {})
+        rows_in, rows_out = report.get("rows_in", 0), report.get("rows_out", 0)
+        reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(dropped.items()))
+        lines.append(f"  rows: {rows_in:,} in -> {rows_out:,} kept, {sum(dropped.values()):,} dropped ({reasons})")
+    stats = _load_json(out / "tokenizer" / "train_stats.json")
+    if stats:
+        lines.append(f"  vocab size: {stats.get('vocab_size')} ({stats.get('model')})")
+    metrics = _load_json(out / "metrics.json")
+    if metrics:
+        m = metrics.get("metrics", {})
+        lines.append(f"  perplexity on the curated shards: {m.get('perplexity', float('nan')):.3f}, "
+                     f"next-token accuracy: {m.get('next_token_accuracy', float('nan')):.3f}")
+    samples = out / "samples.jsonl"
+    if samples.is_file():
+        first = samples.read_text(encoding="utf-8").splitlines()[:1]
+        if first:
+            row = json.loads(first[0])
+            lines.append(f"  sample ({row.get('setting')}): {row.get('prompt')!r} -> {row.get('output')!r}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="pipeline YAML (keys of PipelineConfig; see configs/pipeline/)")
+    parser.add_argument("--output", help="output directory (overrides the config's output)")
+    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--force", action="store_true", default=None, help="rerun even up-to-date stages")
+    parser.add_argument("--quiet", action="store_true", help="do not stream the stages' output (logs/ still has it)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, {"output": args.output, "stages": args.stages, "force": args.force})
+        result = run_pipeline(cfg, stream=not args.quiet)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StageFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.returncode
+    ran = [k for k, v in result.items() if v == "ran"]
+    print(f"ran: {', '.join(ran) or 'nothing (everything up to date)'}")
+    print(summarize(Path(cfg.output)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
