@@ -254,12 +254,14 @@ def init_ray(cfg: RunConfig) -> None:
     if ray.is_initialized():
         return
     address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    runtime_env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false"}}
     if address:
+        # No runtime_env here: under `ray job submit` the job already has one, and Ray refuses to merge two
+        # that set the same keys. The cluster's (or the job's) environment is the one to use.
         log.info("attaching to Ray cluster at %s", address)
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, runtime_env=runtime_env,
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False,
+                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
                  log_to_driver=True, configure_logging=False)
 
 
