@@ -142,12 +142,14 @@ class TrainCLI(LightningCLI):
 
 
 def _latest_last_checkpoint(root: Path) -> str | None:
-    """``--ckpt_path last``: the newest ``last.ckpt`` of any earlier run under ``trainer.default_root_dir``.
+    """``--ckpt_path last``: the newest ``last.ckpt`` (or SLURM ``hpc_ckpt_N.ckpt``) under ``trainer.default_root_dir``.
 
     Lightning alone looks only in the new run's own (empty) version folder; a restarted job wants the previous
     run's. None (a fresh start, with a notice) when there is none yet, as for a first launch of a requeued job.
     """
-    found = sorted(root.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    # hpc_ckpt_N.ckpt: what Lightning saves when SLURM preempts a job (SIGUSR1); newer than last.ckpt then
+    candidates = [*root.rglob("last*.ckpt"), *root.rglob("hpc_ckpt_*.ckpt")] if root.is_dir() else []
+    found = sorted(candidates, key=lambda p: p.stat().st_mtime)
     if not found:
         rank_zero_info(f"--ckpt_path last: no last.ckpt under {root}/ yet, starting from scratch")
         return None

@@ -249,3 +249,22 @@ def test_throughput_reports_mfu_against_the_device_peak(tmp_path, tokenizer_dir,
     for r in rows:
         expected = float(r["train/tokens_per_sec_per_device"]) * flops_per_token / 1e12
         assert float(r["train/mfu"]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_ckpt_path_last_prefers_the_newest_of_last_and_slurm_hpc_checkpoints(tmp_path):
+    import os
+
+    from modeling.train import _latest_last_checkpoint
+
+    assert _latest_last_checkpoint(tmp_path) is None
+    last = tmp_path / "tb" / "version_0" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"x")
+    os.utime(last, (1_000, 1_000))
+    assert _latest_last_checkpoint(tmp_path) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # written by Lightning when SLURM preempts the job
+    hpc.write_bytes(b"x")
+    os.utime(hpc, (2_000, 2_000))
+    assert _latest_last_checkpoint(tmp_path) == str(hpc)
+    (tmp_path / "best-10-1.0.ckpt").write_bytes(b"x")  # other checkpoints are not resume points
+    assert _latest_last_checkpoint(tmp_path) == str(hpc)
