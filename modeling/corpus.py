@@ -22,10 +22,28 @@ from curation.paths import InputError, detect_format, resolve_paths
 TEXT_FORMATS = ("parquet", "jsonl", "text")
 
 
-def _open_text(path: Path) -> io.TextIOBase:
+def open_text(path: Path, errors: str = "strict") -> io.TextIOBase:
+    """Open a UTF-8 text file, gzipped or not, for reading. Shards use ``errors="replace"``: one bad byte in a
+    50 GB corpus should not stop a tokenizer; a prompts file the user wrote should fail loudly."""
     if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors=errors)
+    return open(path, encoding="utf-8", errors=errors)
+
+
+def iter_json_lines(path: Path, error: type[Exception] = InputError,
+                    errors: str = "strict") -> Iterator[tuple[int, object]]:
+    """(line number, parsed value) for each non-blank line of a JSON Lines file (``.gz`` too).
+
+    For files a user hands over on purpose (prompts, references): a line that is not JSON raises ``error``
+    naming ``file:line``, because silently skipping it would change what is measured."""
+    with open_text(path, errors=errors) as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as err:
+                raise error(f"{path}:{n}: not valid JSON ({err})") from err
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -33,7 +51,7 @@ def _parquet_columns(path: Path) -> list[str]:
 
 
 def _jsonl_columns(path: Path) -> list[str]:
-    with _open_text(path) as fh:
+    with open_text(path, errors="replace") as fh:
         for line in fh:
             line = line.strip()
             if line:
@@ -107,7 +125,7 @@ def iter_text_batches(
                 if remaining <= 0:
                     break
         elif fmt == "jsonl":
-            with _open_text(path) as fh:
+            with open_text(path, errors="replace") as fh:
                 rows: list[object] = []
                 for line in fh:
                     line = line.strip()
@@ -126,7 +144,7 @@ def iter_text_batches(
                             break
                 yield from take(rows)
         else:
-            with _open_text(path) as fh:
+            with open_text(path, errors="replace") as fh:
                 yield from take([fh.read()])
     if batch:
         yield batch

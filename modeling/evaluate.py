@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
-import io
 import itertools
 import json
 import logging
@@ -50,7 +48,7 @@ from torchmetrics.text.rouge import ROUGEScore
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from curation.paths import InputError, detect_format, resolve_paths
-from modeling.corpus import TEXT_FORMATS, iter_text_batches
+from modeling.corpus import TEXT_FORMATS, iter_json_lines, iter_text_batches, open_text
 from modeling.export import ModelLoadError
 from modeling.generate import (
     DecodingSetting,
@@ -126,19 +124,13 @@ class EvaluateConfig:
 
 
 # -------------------------------------------------------------------------------------------- data
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
 def columns_of(path: Path) -> list[str]:
     """Column names of a shard (a plain-text file has none: it is one document)."""
     fmt = detect_format(path)
     if fmt == "parquet":
         return list(pq.read_schema(path).names)
     if fmt == "jsonl":
-        with _open_text(path) as fh:
+        with open_text(path, errors="replace") as fh:
             for n, line in enumerate(fh, 1):
                 if line.strip():
                     try:
@@ -286,15 +278,8 @@ def _iter_rows(path: Path, columns: Sequence[str], batch_size: int) -> Iterator[
         for rb in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=list(columns)):
             yield from rb.to_pylist()
         return
-    with _open_text(path) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise EvaluateError(f"{path}:{n}: not valid JSON ({err})") from err
-            yield row if isinstance(row, dict) else {}
+    for _, row in iter_json_lines(path, EvaluateError, errors="replace"):
+        yield row if isinstance(row, dict) else {}
 
 
 # ----------------------------------------------------------------------------------------- metrics

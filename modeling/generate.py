@@ -23,8 +23,6 @@ Writes ``--output`` (JSONL, one row per sample) and, next to it, a Markdown repo
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
 import json
 import logging
 import math
@@ -40,6 +38,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from curation.paths import InputError
+from modeling.corpus import iter_json_lines, open_text
 from modeling.export import ModelLoadError, load_causal_lm
 
 log = logging.getLogger("modeling.generate")
@@ -359,12 +358,6 @@ def run_generation(
 
 
 # ------------------------------------------------------------------------------------------ files
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def read_prompts(path: str | Path, field: str = "prompt") -> list[str]:
     """Prompts from ``.txt`` (one a line, blank lines skipped) or ``.jsonl`` (``field`` of each row)."""
     p = Path(path)
@@ -375,27 +368,21 @@ def read_prompts(path: str | Path, field: str = "prompt") -> list[str]:
         )
     name = p.name.lower().removesuffix(".gz")
     prompts: list[str] = []
-    with _open_text(p) as fh:
-        if name.endswith(".txt"):
+    if name.endswith(".txt"):
+        with open_text(p) as fh:
             prompts = [line.rstrip("\r\n") for line in fh if line.strip()]
-        elif name.endswith((".jsonl", ".json")):
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise GenerateError(f"{p}:{n}: not valid JSON ({err})") from err
-                value = row.get(field) if isinstance(row, dict) else None
-                if not isinstance(value, str) or not value:
-                    keys = list(row) if isinstance(row, dict) else type(row).__name__
-                    raise GenerateError(
-                        f"{p}:{n}: no non-empty string field {field!r} (the row has {keys}); "
-                        "pass the right one with --prompt-field"
-                    )
-                prompts.append(value)
-        else:
-            raise GenerateError(f"--prompts {p}: unknown file type; use .txt (one prompt per line) or .jsonl")
+    elif name.endswith((".jsonl", ".json")):
+        for n, row in iter_json_lines(p, GenerateError):
+            value = row.get(field) if isinstance(row, dict) else None
+            if not isinstance(value, str) or not value:
+                keys = list(row) if isinstance(row, dict) else type(row).__name__
+                raise GenerateError(
+                    f"{p}:{n}: no non-empty string field {field!r} (the row has {keys}); "
+                    "pass the right one with --prompt-field"
+                )
+            prompts.append(value)
+    else:
+        raise GenerateError(f"--prompts {p}: unknown file type; use .txt (one prompt per line) or .jsonl")
     if not prompts:
         raise GenerateError(f"--prompts {p} holds no prompts")
     return prompts

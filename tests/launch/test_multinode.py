@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from tests.modeling.conftest import SPECIALS, make_docs, write_shards
+from tests.modeling.conftest import build_tokenizer_dir, make_docs, write_shards
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = REPO / "launch/torchrun.sh"
@@ -91,21 +91,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tiny_tokenizer(out: Path) -> Path:
-    """The modeling tests' tiny byte-level BPE, saved as a transformers directory."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=list(SPECIALS.values()),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(make_docs(300, seed=1), trainer)
-    PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS).save_pretrained(out)
-    return out
-
-
 @pytest.mark.slow
 def test_torchrun_trains_with_two_cpu_processes(tmp_path: Path) -> None:
     root = tmp_path / "run"
@@ -114,7 +99,7 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path: Path) -> None:
     cfg["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
                                  "init_args": {"save_dir": str(root), "name": "csv"}}]
     cfg["data"].update(path=str(write_shards(tmp_path / "shards", make_docs(200))),
-                       tokenizer=str(_tiny_tokenizer(tmp_path / "tok")), cache_dir=str(tmp_path / "cache"),
+                       tokenizer=str(build_tokenizer_dir(tmp_path / "tok")), cache_dir=str(tmp_path / "cache"),
                        block_size=32, batch_size=4)
     cfg["periodic_checkpoint"]["every_n_train_steps"] = 2
     cfg["model"]["optimizer"]["init_args"]["fused"] = False

@@ -53,10 +53,8 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build_tokenizer_dir(out: Path) -> Path:
     """A byte-level BPE tokenizer (vocab ~300) with unk/bos/eos/pad, saved as a transformers directory."""
-    out = tmp_path_factory.mktemp("tokenizer")
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -65,6 +63,11 @@ def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tok.train_from_iterator(make_docs(300, seed=1), trainer)
     PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIALS).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tokenizer_dir(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="session")
