@@ -52,3 +52,9 @@ def _keys(cls, prefix=""):
 def test_readme_documents_every_curation_config_key():
     missing = [k for k in _keys(RunConfig) if f"`{k}`" not in README]
     assert not missing, f"README's configuration table lacks {missing}"
+
+
+def test_ci_also_runs_the_readme_first_command():
+    first = next(line for line in README.splitlines() if line.startswith("python3 -m venv .venv && "))
+    after_venv = first.split(". .venv/bin/activate && ", 1)[1]
+    assert after_venv in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
