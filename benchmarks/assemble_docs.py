@@ -29,5 +29,5 @@ for name, _ in parts:
     lines = text.splitlines()
     if lines[0].startswith("### "):
         lines[0] = "## " + lines[0][4:]
-    out += lines + [""]
+    out += [*lines, ""]
 (root / "docs/benchmarks.md").write_text("\n".join(out), encoding="utf-8")
