@@ -597,9 +597,6 @@ def parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--model", required=True, help="a Lightning .ckpt, a Hugging Face model dir or a PEFT adapter dir"
-    )
     p.add_argument("--data", required=True, nargs="+", help="held-out files, directories or globs")
     p.add_argument(
         "--metrics",

@@ -100,7 +100,10 @@ def load_model(
 
 
 def add_model_arguments(p: argparse.ArgumentParser, log_every: int) -> None:
-    """The flags every command that loads a model shares: where it runs, in what dtype, which tokenizer."""
+    """The flags every command that loads a model shares: which model, where it runs, in what dtype."""
+    p.add_argument(
+        "--model", required=True, help="a Lightning .ckpt, a Hugging Face model dir or a PEFT adapter dir"
+    )
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument(
         "--dtype",
@@ -487,9 +490,6 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m modeling.generate",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--model", required=True, help="a Lightning .ckpt, a Hugging Face model dir or a PEFT adapter dir"
     )
     p.add_argument(
         "--prompts", default=d.prompts, help=".txt (one prompt per line) or .jsonl (default: %(default)s)"

@@ -101,3 +101,20 @@ def llama_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path) -> 
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def forms(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, shards_dir: Path,
+          gpt2_dir: Path) -> dict[str, Path]:
+    """The three model forms evaluate and generate must open (built once for both test files)."""
+    from tests.modeling.model_forms import build_forms
+
+    return build_forms(tmp_path_factory.mktemp("forms"), tokenizer_dir, shards_dir, gpt2_dir)
+
+
+@pytest.fixture(scope="session")
+def hf_model(gpt2_dir: Path):
+    """The tiny GPT-2 loaded for inference through the commands' shared loader."""
+    from modeling.generate import load_model
+
+    return load_model(gpt2_dir, device="cpu", dtype="float32")

@@ -23,17 +23,6 @@ from modeling.evaluate import (
 )
 from modeling.generate import DecodingSetting, GenerateError, generate_batch, load_model, resolve_device
 from tests.modeling.conftest import make_docs, write_shards
-from tests.modeling.model_forms import build_forms
-
-
-@pytest.fixture(scope="module")
-def forms(tmp_path_factory, tokenizer_dir, shards_dir, gpt2_dir) -> dict[str, Path]:
-    return build_forms(tmp_path_factory.mktemp("forms"), tokenizer_dir, shards_dir, gpt2_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_model(gpt2_dir):
-    return load_model(gpt2_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")

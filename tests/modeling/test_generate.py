@@ -23,19 +23,8 @@ from modeling.generate import (
     render_report,
     run_generation,
 )
-from tests.modeling.model_forms import build_forms
 
 PROMPTS = ["the patient was given", "the contract says the party", "payment is due within thirty days of the"]
-
-
-@pytest.fixture(scope="module")
-def forms(tmp_path_factory, tokenizer_dir, shards_dir, gpt2_dir) -> dict[str, Path]:
-    return build_forms(tmp_path_factory.mktemp("forms"), tokenizer_dir, shards_dir, gpt2_dir)
-
-
-@pytest.fixture(scope="module")
-def hf_model(gpt2_dir):
-    return load_model(gpt2_dir, device="cpu", dtype="float32")
 
 
 @pytest.fixture
