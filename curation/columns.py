@@ -8,25 +8,41 @@ ID = "id"
 """Stable row id: the input's own ``id`` column if it has one, else ``<source file>:<row>``."""
 SOURCE = "source"
 """Input file (or dataset name) the row came from; only added when the input has no such column."""
-DROP_REASON = "drop_reason"
-"""Null for kept rows; a short reason (``empty_text``, ``duplicate``, ``language``, ...) for dropped ones."""
+DROP_REASON = "_cur_drop_reason"
+"""Internal: null for kept rows; a short reason (``empty_text``, ``duplicate``, ``language``, ...) for dropped
+ones. Written out as ``drop_reason`` in ``dropped/``; internal under a prefixed name so that a user's own
+``drop_reason`` column passes through untouched."""
 LANG = "lang"
 """ISO 639-1 code the language step detected (``und`` when undetermined)."""
 LANG_SCORE = "lang_score"
 """Confidence of ``lang`` in [0, 1]."""
 PII_COUNTS = "pii_counts"
 """Struct of per-type redaction counts for the row (``email``, ``phone``, ...)."""
-DEDUP_KEY = "_dedup_key"
+DEDUP_KEY = "_cur_dedup_key"
 """Internal: 128-bit hash of the dedup key, as 16 bytes; never written out."""
 
-SHARD = "_shard"
+SHARD = "_cur_shard"
 """Internal: output shard of the row, derived from the dedup key hash (or the id when dedup is off)."""
-DUP_COUNT = "_dup_count"
+DUP_COUNT = "_cur_dup_count"
 """Internal: on the row a duplicate group keeps, how many copies were removed."""
-STATS = "_stats"
+STATS = "_cur_stats"
 """Internal: JSON per-batch step statistics, carried on one extra row per batch (see ``pipeline``)."""
-STATS_ROW = "_stats_row"
+STATS_ROW = "_cur_stats_row"
 """The ``drop_reason`` value of those statistics rows; they are never data and never counted as rows."""
 
 INTERNAL = (DROP_REASON, DEDUP_KEY, SHARD, DUP_COUNT, STATS)
 """Columns the writer removes from the curated output (dropped rows are reported, not written)."""
+INTERNAL_PREFIX = "_cur_"
+"""Every internal column starts with this; the reader renames input columns that do (see ``reserved``)."""
+STEP_COLUMNS = {"language": (LANG, LANG_SCORE), "pii": (PII_COUNTS,)}
+"""Output columns each step adds. When the step runs, an input column of the same name is renamed."""
+RENAMED_PREFIX = "input_"
+"""An input column whose name the pipeline needs is kept as ``input_<name>`` (``input_lang``)."""
+
+
+def reserved(steps: tuple[str, ...] | list[str]) -> frozenset[str]:
+    """Column names an input may not bring for a run of ``steps``: the internal ones and those the steps add."""
+    names = set(INTERNAL)
+    for step in steps:
+        names.update(STEP_COLUMNS.get(step, ()))
+    return frozenset(names)

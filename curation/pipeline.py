@@ -223,7 +223,7 @@ class ShardStage:
             write_table(output_table(kept, tc), out / DATA_DIR / shard_name(shard, self.cfg.writer), self.cfg.writer)
         if self.cfg.writer.write_dropped and dropped.num_rows:
             cols = [columns.ID, columns.DROP_REASON]
-            write_table(dropped.select(cols).sort_by([(columns.ID, "ascending")]),
+            write_table(dropped.select(cols).sort_by([(columns.ID, "ascending")]).rename_columns(["id", "drop_reason"]),
                         out / DROPPED_DIR / shard_name(shard, self.cfg.writer), self.cfg.writer)
         summary = shard_summary(shard, kept, dropped, stats, groups, tc)
         return pa.table({"shard": [shard], "summary": [json.dumps(summary)]})

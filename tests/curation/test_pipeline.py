@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from curation import columns
 from curation.config import build_config
 from curation.sample import generate
 
@@ -71,7 +72,7 @@ def test_report_conserves_rows_and_output_is_clean(ray_local, corpus, tmp_path):
     assert plain and len({t.casefold() for t in plain}) == len(plain)
     assert all(r["lang"] == "en" for r in rows)
     assert {"url", "ticket_id", "rating", "id", "source", "lang", "lang_score", "pii_counts"} <= set(rows[0])
-    assert "drop_reason" not in rows[0] and "_shard" not in rows[0]
+    assert columns.DROP_REASON not in rows[0] and columns.SHARD not in rows[0]
     dropped = pq.read_table(tmp_path / "out" / "dropped").to_pylist()
     assert len(dropped) == sum(report["dropped"].values())
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
