@@ -10,7 +10,8 @@ Usage::
     ray job submit --working-dir . -- python -m curation run --input s3://... --output ...
 
 Flags override the YAML config; ``--print-config`` shows the resolved configuration and exits.
-Exit codes: 0 done, 2 bad input or configuration (nothing was processed), 1 failure during the run.
+Exit codes: 0 done, 2 bad input, configuration or output folder (nothing was processed), 1 failure during
+the run: the work finished so far is kept, and ``--resume`` goes on from there.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--hf-config", help="Hugging Face dataset config name")
     r.add_argument("--hf-split", help="Hugging Face split (default: train)")
     r.add_argument("--hf-streaming", action="store_true", default=None, help="stream the HF dataset")
-    r.add_argument("--overwrite", action="store_true", default=None, help="replace shards of an earlier run")
+    r.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace an earlier run in --output (only the files it wrote are removed)")
+    r.add_argument("--resume", action="store_true", default=None,
+                   help="finish an interrupted run in --output, redoing only unfinished work (same config)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     return p
@@ -69,6 +73,7 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
         "ray_address": a.ray_address,
         "num_cpus": a.num_cpus,
         "overwrite": a.overwrite,
+        "resume": a.resume,
         "progress": False if a.no_progress else None,
         "writer": {"format": a.format, "write_dropped": a.write_dropped},
         "language": {"languages": a.languages, "backend": a.language_backend},
@@ -89,14 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
+    from curation.layout import OutputError
     from curation.pipeline import run  # imports Ray; kept out of --help and config errors
     from curation.report import summary_lines
 
     try:
         report = run(cfg)
-    except (InputError, FileExistsError, ConfigError) as e:
+    except (InputError, OutputError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        logging.getLogger("curation").exception("curation run failed")
+        print(f"error: the run failed (see above). {cfg.output} is not marked finished (no _SUCCESS); the read "
+              f"tasks and shards it completed are kept: fix the cause and rerun the same command with --resume.",
+              file=sys.stderr)
+        return 1
     print("\n".join(["", "Curation finished:", *("  " + line for line in summary_lines(report)),
                      f"  output: {cfg.output}  (report.json, report.md)"]))
     sys.stdout.flush()

@@ -49,17 +49,17 @@ class RunConfig:
     """Ray cluster to attach to (``auto``, ``ray://host:10001``); None uses ``RAY_ADDRESS`` or starts a
     local Ray."""
     overwrite: bool = False
-    """Replace the curated shards of an earlier run in ``output`` (otherwise such a directory is an error)."""
+    """Replace an earlier run in ``output``: only the files that run wrote are removed (otherwise such a folder
+    is an error)."""
+    resume: bool = False
+    """Finish the interrupted run in ``output``: read tasks and shards it finished are kept, the rest is done.
+    The config and inputs must be the ones it was started with."""
     batch_size: int = 1024
     """Rows per batch handed to the cleaning steps."""
     num_cpus: int | None = None
     """CPUs for the embedded local Ray (None: all of this machine's). Ignored when attaching to a cluster."""
     progress: bool = True
     """Show Ray Data's progress bars."""
-    shuffle: Literal["sort", "hash"] = "sort"
-    """Ray Data shuffle that brings each output shard together: ``sort`` (pull-based sort shuffle; well under
-    a second of fixed cost) or ``hash`` (Ray's hash shuffle with aggregator actors; seconds of fixed cost,
-    meant for very large clusters). Both give identical output."""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
@@ -75,8 +75,6 @@ class RunConfig:
         unknown = [s for s in self.steps if s not in STEP_ORDER]
         if unknown:
             raise ConfigError(f"steps: unknown step(s) {unknown}; valid steps are {','.join(STEP_ORDER)}")
-        if self.shuffle not in ("sort", "hash"):
-            raise ConfigError(f"shuffle must be 'sort' or 'hash', got {self.shuffle!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 

@@ -2,17 +2,24 @@
 
 Plan::
 
-    read tasks ─► read, then clean + filter + hash per batch (one map_batches: normalize, html, urls,
-    whitespace, quality, language, dedup keys) ─► shuffle by shard ─► per shard (map_groups): mark duplicates,
-    redact PII, sort by id, write part-NNNNN atomically ─► per-shard statistics ─► report
+    read tasks ─► stage 1, one Ray task per read task: read, clean, filter, hash (normalize, html, urls,
+    whitespace, quality, language, dedup keys); its rows land in ``.curation/work/tasks/`` sorted by output
+    shard, one Parquet row group per shard, plus a small JSON of its counts (the task's "done" mark)
+          ─► stage 2, one Ray task per output shard: its row group of every task's result, mark duplicates,
+    redact PII, sort by id, write ``data/part-NNNNN`` atomically, plus a JSON of the shard's counts
+          ─► report, conservation check, report files, then ``_SUCCESS`` (see :mod:`curation.layout`).
 
-Nothing but statistics ever reaches the driver. Every step runs as a Ray *task*, not an actor pool: models
-(the language ID model) are loaded once per worker process and cached there, and no actor pool can hold
-the CPUs that the shuffle needs (with 2 CPUs that starves the shuffle and the run hangs).
+Why through files and not a Ray shuffle: every finished read task and every finished shard is on disk, so a
+run killed at any point (a worker, the driver, the whole cluster) is finished by ``--resume`` redoing only
+the unfinished tasks, with byte-identical output. The output folder must be on a filesystem every worker sees,
+which writing the shards already needed. Documents cross the network once, as they did through Ray's object
+store; and the per-task files are columnar, so a step that needs only (hash, id) can read just those.
 
-Statistics travel with the data: each cleaning batch appends one extra row (``drop_reason`` =
-``_stats_row``) whose ``_stats`` column holds that batch's per-step counts and timings as JSON. The shard
-stage folds them in. So counts are exact even when Ray retries a task, and no side channel is needed.
+Nothing but small per-task and per-shard counts reaches the driver. Every step runs as a Ray *task*, not an
+actor pool: models (the language ID model) are loaded once per worker process and cached there.
+
+Counts are exact when Ray retries a task: a task's counts are written with its results, atomically, and a
+retried task overwrites both with the same bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -29,12 +35,15 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from curation import columns
+from curation import columns, layout, schema
 from curation.config import RunConfig, to_dict
 from curation.dedup import add_keys, mark_duplicates
 from curation.io import (
+    ReadAccount,
     ReadTask,
+    atomic_write,
     output_table,
     plan_reads,
     read_task,
@@ -42,8 +51,16 @@ from curation.io import (
     shard_name,
     write_table,
 )
-from curation.report import StepStats, build_report, check_conservation, fingerprint_inputs, write_report
-from curation.steps.base import live_mask
+from curation.report import (
+    ConservationError,
+    StepStats,
+    build_report,
+    check_conservation,
+    check_reader_conservation,
+    fingerprint_inputs,
+    write_report,
+)
+from curation.steps.base import live_mask, mark_dropped
 from curation.steps.html import HtmlStripper
 from curation.steps.language import LanguageFilter
 from curation.steps.normalize import UnicodeNormalizer
@@ -55,14 +72,17 @@ from curation.steps.whitespace import WhitespaceNormalizer
 log = logging.getLogger("curation")
 
 BEFORE_SHUFFLE = ("normalize", "html", "urls", "whitespace", "quality", "language")
-"""Steps that run per batch before the shuffle; ``dedup`` and ``pii`` run per shard after it."""
+"""Steps that run per batch in stage 1; ``dedup`` and ``pii`` run per shard in stage 2."""
 
 EMPTY_AFTER_CLEANING = "empty_after_cleaning"
-DATA_DIR = "data"
-"""Curated shards go to ``OUTPUT/data/part-NNNNN.<ext>`` so the folder reads as one dataset
-(``pq.read_table("OUTPUT/data")``) without the report files in the way."""
-DROPPED_DIR = "dropped"
-"""With ``writer.write_dropped``: ``OUTPUT/dropped/part-NNNNN.<ext>`` lists every removed id and its reason."""
+DATA_DIR = layout.DATA_DIR
+DROPPED_DIR = layout.DROPPED_DIR
+TASKS_DIR = f"{layout.WORK_DIR}/tasks"
+SHARDS_DIR = f"{layout.WORK_DIR}/shards"
+SPILL_BYTES = 256 * 2**20
+"""A read task keeps at most this much cleaned data in memory before it writes a part of its result."""
+RETRIES = 3
+"""Ray retries a task whose worker died this many times; then the run stops (and ``--resume`` goes on)."""
 
 
 def make_step(name: str, cfg: RunConfig) -> Callable[[pa.Table], pa.Table]:
@@ -101,58 +121,8 @@ def run_step(name: str, step: Callable[[pa.Table], pa.Table], batch: pa.Table, t
     return batch
 
 
-class ReadCleanStage:
-    """Ray adapter: planned read tasks in; their rows read, cleaned, filtered and keyed, batch by batch, out.
-
-    Reading and cleaning are one operator on purpose: as two fused ``map_batches`` Ray Data bundles input rows
-    up to the larger batch size, which put every read task into one Ray task and left the other CPUs idle.
-    Here each read task is its own Ray task, and its rows are cleaned in batches of ``batch_size``.
-    """
-
-    def __init__(self, cfg: RunConfig, num_shards: int) -> None:
-        self.cfg = cfg
-        self.clean = CleanStage(cfg, num_shards)
-
-    def __call__(self, tasks: pa.Table) -> Iterator[pa.Table]:
-        size = self.cfg.batch_size
-        for t in tasks.to_pylist():
-            for table in read_task(ReadTask(**t), self.cfg.text_column, self.cfg.reader):
-                for start in range(0, table.num_rows, size):
-                    yield self.clean(table.slice(start, size))
-
-
-class CleanStage:
-    """Ray adapter: the per-batch steps, then dedup keys and shard numbers, then a statistics row."""
-
-    def __init__(self, cfg: RunConfig, num_shards: int) -> None:
-        self.cfg = cfg
-        self.num_shards = num_shards
-        self.names = [s for s in cfg.ordered_steps if s in BEFORE_SHUFFLE]
-        self._steps: list[Callable[[pa.Table], pa.Table]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_steps": None}  # steps (and their models) are rebuilt in each worker
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self._steps is None:
-            self._steps = [make_step(n, self.cfg) for n in self.names]
-        tc = self.cfg.text_column
-        stats: dict[str, StepStats] = {}
-        rows_in, chars_in = _live_chars(batch, tc)
-        stats["read"] = StepStats(batch.num_rows, rows_in, 0, chars_in, 0.0)
-        for name, step in zip(self.names, self._steps):
-            batch = run_step(name, step, batch, tc, stats)
-        batch = _mark_empty(batch, tc)
-        dedup_cfg = self.cfg.dedup if "dedup" in self.cfg.steps else None
-        batch = add_keys(batch, tc, self.num_shards, dedup_cfg)
-        batch = _shrink_dropped(batch, tc)
-        return _append_stats_row(batch, stats, self.num_shards)
-
-
 def _mark_empty(batch: pa.Table, text_column: str) -> pa.Table:
     """Text the cleaning steps emptied (an HTML page of only scripts) is dropped, with its own reason."""
-    from curation.steps.base import mark_dropped
-
     texts = batch.column(text_column)
     empty = pc.fill_null(pc.equal(pc.utf8_length(texts), 0), False).to_pylist()
     return mark_dropped(batch, [EMPTY_AFTER_CLEANING if e else None for e in empty])
@@ -165,43 +135,149 @@ def _shrink_dropped(batch: pa.Table, text_column: str) -> pa.Table:
     return batch.set_column(batch.schema.get_field_index(text_column), text_column, texts)
 
 
-def _append_stats_row(batch: pa.Table, stats: dict[str, StepStats], num_shards: int) -> pa.Table:
-    payload = json.dumps({k: asdict(v) for k, v in stats.items()})
-    row: dict[str, Any] = {name: None for name in batch.column_names}
-    row[columns.DROP_REASON] = columns.STATS_ROW
-    row[columns.SHARD] = 0  # statistics rows are folded in by whichever shard gets them
-    extra = pa.Table.from_pylist([row], schema=batch.schema)
-    if columns.STATS not in batch.column_names:
-        batch = batch.append_column(columns.STATS, pa.nulls(batch.num_rows, pa.string()))
-        extra = extra.append_column(columns.STATS, pa.array([payload], pa.string()))
-    return pa.concat_tables([batch, extra])
-
-
-class ShardStage:
-    """Ray adapter: one whole output shard in; dedup, PII, sort, atomic write; one statistics row out."""
-
-    __name__ = "ShardStage"  # Ray's map_groups names its operator after the function
+class CleanStage:
+    """The per-batch steps, then dedup keys and shard numbers. Plain Python: unit tests call it without Ray."""
 
     def __init__(self, cfg: RunConfig, num_shards: int) -> None:
         self.cfg = cfg
         self.num_shards = num_shards
+        self.names = [s for s in cfg.ordered_steps if s in BEFORE_SHUFFLE]
+        self._steps: list[Callable[[pa.Table], pa.Table]] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_steps": None}  # steps (and their models) are rebuilt in each worker
+
+    def __call__(self, batch: pa.Table, stats: dict[str, StepStats]) -> pa.Table:
+        if self._steps is None:
+            self._steps = [make_step(n, self.cfg) for n in self.names]
+        tc = self.cfg.text_column
+        rows_in, chars_in = _live_chars(batch, tc)
+        stats.setdefault("read", StepStats()).add(StepStats(batch.num_rows, rows_in, 0, chars_in, 0.0))
+        for name, step in zip(self.names, self._steps):
+            batch = run_step(name, step, batch, tc, stats)
+        batch = _mark_empty(batch, tc)
+        dedup_cfg = self.cfg.dedup if "dedup" in self.cfg.steps else None
+        batch = add_keys(batch, tc, self.num_shards, dedup_cfg)
+        return _shrink_dropped(batch, tc)
+
+
+def _task_file(work: Path, index: int) -> Path:
+    return work / "tasks" / f"task-{index:06d}.json"
+
+
+def _shard_file(work: Path, shard: int) -> Path:
+    return work / "shards" / f"shard-{shard:05d}.json"
+
+
+def spill(tables: list[pa.Table], path: Path) -> dict[str, Any]:
+    """Write one part of a read task's result: rows sorted by shard, one row group per shard.
+
+    Returns what stage 2 needs to find each shard's rows (``{"file", "groups": {shard: row group}}``) and the
+    part's schema, from which the run's output schema is unified."""
+    unified, _ = schema.unify(t.schema for t in tables)
+    table = pa.concat_tables([schema.conform(t, unified) for t in tables])
+    table = table.take(pc.sort_indices(table, [(columns.SHARD, "ascending")]))
+    shards = table.column(columns.SHARD).to_numpy()
+    groups: dict[int, int] = {}
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, table.schema, compression="lz4") as writer:
+            start = 0
+            while start < len(shards):
+                shard = int(shards[start])
+                end = start
+                while end < len(shards) and shards[end] == shard:  # rows are sorted: one run per shard
+                    end += 1
+                groups[shard] = len(groups)
+                writer.write_table(table.slice(start, end - start), row_group_size=end - start)
+                start = end
+
+    atomic_write(path, write)
+    return {"file": path.name, "groups": {str(k): v for k, v in groups.items()},
+            "schema": schema.schema_to_json(table.schema)}
+
+
+class ReadCleanStage:
+    """Ray adapter of stage 1: planned read tasks in; each one read, cleaned and written to the work folder.
+
+    Reading and cleaning are one operator on purpose: as two fused ``map_batches`` Ray Data bundles input rows
+    up to the larger batch size, which put every read task into one Ray task and left the other CPUs idle.
+    A task whose result file exists already (``--resume``, or a retry after the write) is not done again.
+    """
+
+    def __init__(self, cfg: RunConfig, num_shards: int, work: str, reserved: frozenset[str]) -> None:
+        self.cfg = cfg
+        self.work = Path(work)
+        self.reserved = reserved
+        self.clean = CleanStage(cfg, num_shards)
+
+    def __call__(self, items: pa.Table) -> Iterator[pa.Table]:
+        for item in items.to_pylist():
+            index = item.pop("index")
+            reused = _task_file(self.work, index).is_file()
+            if not reused:
+                self.run_task(index, ReadTask(**item))
+            yield pa.table({"index": [index], "reused": [reused]})
+
+    def run_task(self, index: int, task: ReadTask) -> None:
+        tc, size = self.cfg.text_column, self.cfg.batch_size
+        account = ReadAccount(source=task.source)
+        stats: dict[str, StepStats] = {}
+        rows = 0
+        buffer: list[pa.Table] = []
+        buffered = 0
+        parts: list[dict[str, Any]] = []
+        folder = self.work / "tasks"
+        for table in read_task(task, tc, self.cfg.reader, self.reserved, account):
+            rows += table.num_rows
+            for start in range(0, table.num_rows, size):
+                cleaned = self.clean(table.slice(start, size), stats)
+                buffer.append(cleaned)
+                buffered += cleaned.nbytes
+                if buffered >= SPILL_BYTES:
+                    parts.append(spill(buffer, folder / f"task-{index:06d}.{len(parts):03d}.parquet"))
+                    buffer, buffered = [], 0
+        if buffer:
+            parts.append(spill(buffer, folder / f"task-{index:06d}.{len(parts):03d}.parquet"))
+        layout.write_json_atomic(_task_file(self.work, index), {
+            "index": index, "source": task.source, "records": account.records, "rows": rows,
+            "corrupt": account.corrupt, "parts": parts, "steps": {k: asdict(v) for k, v in stats.items()},
+        })
+
+
+class ShardStage:
+    """Ray adapter of stage 2: one output shard's rows from every read task; dedup, PII, sort, atomic write."""
+
+    def __init__(self, cfg: RunConfig, work: str, out_schema: str) -> None:
+        self.cfg = cfg
+        self.work = Path(work)
+        self.out_schema = out_schema
         self._pii: Callable[[pa.Table], pa.Table] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_pii": None}
 
-    def __call__(self, table: pa.Table) -> pa.Table:
+    def __call__(self, items: pa.Table) -> Iterator[pa.Table]:
+        for item in items.to_pylist():
+            shard = item["shard"]
+            reused = _shard_file(self.work, shard).is_file()
+            if not reused:
+                self.run_shard(shard, json.loads(item["pieces"]))
+            yield pa.table({"shard": [shard], "reused": [reused]})
+
+    def load(self, pieces: list[list[Any]]) -> pa.Table:
+        """The shard's rows from every read task's result, in the run's one schema."""
+        target = schema.schema_from_json(self.out_schema)
+        tables = [schema.conform(pq.ParquetFile(self.work / "tasks" / name).read_row_group(group), target)
+                  for name, group in pieces]
+        return pa.concat_tables(tables) if tables else target.empty_table()
+
+    def run_shard(self, shard: int, pieces: list[list[Any]]) -> None:
         from curation.report import shard_summary
 
         tc = self.cfg.text_column
-        shard = int(table.column(columns.SHARD)[0].as_py()) if table.num_rows else 0
-        is_stats = pc.fill_null(pc.equal(table.column(columns.DROP_REASON), columns.STATS_ROW), False)
-        stats_rows = table.filter(is_stats)
-        table = table.filter(pc.invert(is_stats))
+        table = self.load(pieces)
         stats: dict[str, StepStats] = {}
-        for payload in stats_rows.column(columns.STATS).to_pylist() if columns.STATS in table.column_names else []:
-            for name, values in json.loads(payload).items():
-                stats.setdefault(name, StepStats()).add(StepStats(**values))
         groups = 0
         if "dedup" in self.cfg.steps:
             def dedup(t: pa.Table) -> pa.Table:
@@ -219,32 +295,18 @@ class ShardStage:
             kept = run_step("pii", self._pii, kept, tc, stats)
         kept = kept.sort_by([(columns.ID, "ascending")])
         out = Path(self.cfg.output)
+        files = []
         if kept.num_rows:
-            write_table(output_table(kept, tc), out / DATA_DIR / shard_name(shard, self.cfg.writer), self.cfg.writer)
+            name = f"{DATA_DIR}/{shard_name(shard, self.cfg.writer)}"
+            write_table(output_table(kept, tc), out / name, self.cfg.writer)
+            files.append(name)
         if self.cfg.writer.write_dropped and dropped.num_rows:
-            cols = [columns.ID, columns.DROP_REASON]
-            write_table(dropped.select(cols).sort_by([(columns.ID, "ascending")]).rename_columns(["id", "drop_reason"]),
-                        out / DROPPED_DIR / shard_name(shard, self.cfg.writer), self.cfg.writer)
+            name = f"{DROPPED_DIR}/{shard_name(shard, self.cfg.writer)}"
+            cols = dropped.select([columns.ID, columns.DROP_REASON]).rename_columns(["id", "drop_reason"])
+            write_table(cols.sort_by([("id", "ascending")]), out / name, self.cfg.writer)
+            files.append(name)
         summary = shard_summary(shard, kept, dropped, stats, groups, tc)
-        return pa.table({"shard": [shard], "summary": [json.dumps(summary)]})
-
-
-def prepare_output(cfg: RunConfig) -> Path:
-    """Create the output directory; refuse to mix with an earlier run's shards unless ``overwrite``."""
-    out = Path(cfg.output)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--output {str(out)!r} is a file; give a directory")
-    old = sorted(p.name for p in (out / DATA_DIR).glob("part-*")) if (out / DATA_DIR).is_dir() else []
-    if old and not cfg.overwrite:
-        raise FileExistsError(
-            f"--output {str(out)!r} already holds curated shards ({', '.join(old[:3])}, ...) from an earlier run; "
-            f"pass --overwrite to replace them or choose another directory"
-        )
-    for sub in (DATA_DIR, DROPPED_DIR):
-        if (out / sub).is_dir():
-            shutil.rmtree(out / sub)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+        layout.write_json_atomic(_shard_file(self.work, shard), {"summary": summary, "files": files})
 
 
 def init_ray(cfg: RunConfig) -> None:
@@ -265,42 +327,137 @@ def init_ray(cfg: RunConfig) -> None:
                  log_to_driver=True, configure_logging=False)
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
-    """Run the pipeline end to end; returns the report (also written to ``output/report.json``)."""
-    import ray
-    import ray.data
-    from ray.data.context import ShuffleStrategy
+RESUME_IGNORES = ("output", "overwrite", "resume", "progress", "num_cpus", "ray_address")
+"""Settings that do not change a run's results: ``--resume`` may change them."""
 
-    t_start = time.time()
-    tasks = plan_reads(cfg.input, cfg.text_column, cfg.reader)  # fails fast on bad input, before Ray starts
-    out = prepare_output(cfg)
-    input_bytes = sum(t.size for t in tasks)
-    num_shards = shard_count(input_bytes, cfg.writer)
-    log.info("planned %d read tasks over %.1f MB -> %d output shards", len(tasks), input_bytes / 2**20, num_shards)
-    init_ray(cfg)
+
+def plan_record(cfg: RunConfig, tasks: list[ReadTask], num_shards: int) -> dict[str, Any]:
+    """What the results are computed from; ``--resume`` continues only a run planned from the same."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUME_IGNORES}
+    return {"version": 1, "settings": settings, "num_shards": num_shards,
+            "inputs": fingerprint_inputs(tasks), "tasks": [asdict(t) for t in tasks]}
+
+
+def planned_files(cfg: RunConfig, num_shards: int) -> list[str]:
+    dirs = [DATA_DIR] + ([DROPPED_DIR] if cfg.writer.write_dropped else [])
+    return [f"{d}/{shard_name(s, cfg.writer)}" for d in dirs for s in range(num_shards)]
+
+
+def _map_tasks(ds: Any, fn: Callable[[pa.Table], Iterator[pa.Table]]) -> int:
+    """Run ``fn`` on each item of ``ds`` as its own Ray task, to completion; returns how many items it
+    really computed (not found done already).
+
+    Ray Data retries a task whose worker died forever by default; a document that kills its worker every time
+    (out of memory) would stall the run. After ``RETRIES`` the run stops, and ``--resume`` goes on. Ray 2.60
+    has no named parameter for that yet and warns that extra remote arguments are deprecated, hence the filter."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        mapped = ds.map_batches(fn, batch_size=1, batch_format="pyarrow", max_retries=RETRIES)
+    return sum(not row["reused"] for row in mapped.take_all())
+
+
+def _configure_ray_data(cfg: RunConfig) -> None:
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = cfg.progress
     ctx.enable_operator_progress_bars = cfg.progress
-    ctx.shuffle_strategy = (ShuffleStrategy.SORT_SHUFFLE_PULL_BASED if cfg.shuffle == "sort"
-                            else ShuffleStrategy.HASH_SHUFFLE)
-    t_ray = time.time()
 
-    ds = ray.data.from_items([asdict(t) for t in tasks], override_num_blocks=len(tasks))
-    ds = ds.map_batches(ReadCleanStage(cfg, num_shards), batch_size=1, batch_format="pyarrow")
-    summaries = (
-        ds.groupby(columns.SHARD, num_partitions=num_shards)
-        .map_groups(ShardStage(cfg, num_shards), batch_format="pyarrow")
-        .take_all()
-    )
+
+def _stage1(cfg: RunConfig, tasks: list[ReadTask], num_shards: int, work: Path,
+            reserved: frozenset[str]) -> tuple[list[dict[str, Any]], int]:
+    """Run the read tasks not done yet; return every task's result record, in task order, and how many ran."""
+    import ray.data
+
+    todo = [{"index": i, **asdict(t)} for i, t in enumerate(tasks) if not _task_file(work, i).is_file()]
+    log.info("stage 1 (read, clean): %d of %d read tasks to do", len(todo), len(tasks))
+    ran = 0
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ran = _map_tasks(ds, ReadCleanStage(cfg, num_shards, str(work), reserved))
+    records = []
+    for i in range(len(tasks)):
+        path = _task_file(work, i)
+        if not path.is_file():  # pragma: no cover - Ray reported success, so every task wrote its file
+            raise RuntimeError(f"read task {i} ({tasks[i].source}) finished without writing {path}")
+        records.append(layout.read_json(path))
+    return records, ran
+
+
+def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema,
+            task_records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Run the shards not done yet; return every shard's record, in shard order, and how many ran."""
+    import ray.data
+
+    pieces: dict[int, list[list[Any]]] = {s: [] for s in range(num_shards)}
+    for rec in task_records:
+        for part in rec["parts"]:
+            for shard, group in part["groups"].items():
+                pieces[int(shard)].append([part["file"], group])
+    todo = [{"shard": s, "pieces": json.dumps(p)} for s, p in pieces.items() if not _shard_file(work, s).is_file()]
+    log.info("stage 2 (dedup, PII, write): %d of %d shards to do", len(todo), num_shards)
+    ran = 0
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ran = _map_tasks(ds, ShardStage(cfg, str(work), schema.schema_to_json(out_schema)))
+    return [layout.read_json(_shard_file(work, s)) for s in range(num_shards)], ran
+
+
+def run(cfg: RunConfig) -> dict[str, Any]:
+    """Run the pipeline end to end; returns the report (also written to ``output/report.json``).
+
+    Everything that can be checked is checked before Ray starts: inputs, the text column, the output folder
+    (nesting, foreign files, writability, ``--resume`` against the recorded plan)."""
+    t_start = time.time()
+    plan = plan_reads(cfg.input, cfg.text_column, cfg.reader, columns.reserved(cfg.ordered_steps))
+    tasks = plan.tasks
+    input_bytes = sum(t.size for t in tasks)
+    num_shards = shard_count(input_bytes, cfg.writer)
+    state = layout.prepare_output(cfg.output, inputs=cfg.input, overwrite=cfg.overwrite, resume=cfg.resume,
+                                  planned_files=planned_files(cfg, num_shards),
+                                  plan=plan_record(cfg, tasks, num_shards))
+    out = state.out
+    if state.already_complete:
+        log.info("%s holds a finished run already (%s): nothing to resume", out, layout.MARKER)
+        return layout.read_json(out / "report.json")
+    work = out / layout.WORK_DIR
+    (work / "tasks").mkdir(parents=True, exist_ok=True)
+    (work / "shards").mkdir(parents=True, exist_ok=True)
+    log.info("planned %d read tasks over %.1f MB -> %d output shards%s", len(tasks), input_bytes / 2**20,
+             num_shards, " (resuming)" if state.resume else "")
+    init_ray(cfg)
+    _configure_ray_data(cfg)
+    t_ray = time.time()
+    reserved = columns.reserved(cfg.ordered_steps)
+    task_records, tasks_ran = _stage1(cfg, tasks, num_shards, work, reserved)
+    check_reader_conservation(task_records)  # fails here, before any shard is written, if a reader lost rows
+    out_schema, stringified = schema.unify(
+        schema.schema_from_json(p["schema"]) for rec in task_records for p in rec["parts"])
+    shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records)
     t_end = time.time()
     report = build_report(
-        [json.loads(s["summary"]) for s in summaries],
+        [r["summary"] for r in shard_records],
         config=to_dict(cfg),
         steps=cfg.ordered_steps,
         inputs=fingerprint_inputs(tasks),
         wall_seconds={"total": t_end - t_start, "ray_start": t_ray - t_start, "pipeline": t_end - t_ray},
         num_shards=num_shards,
+        task_records=task_records,
+        plan=plan,
     )
+    report["columns_as_strings"] = stringified
+    report["resume"] = {"resumed": state.resume, "read_tasks": len(tasks), "read_tasks_reused": len(tasks) - tasks_ran,
+                        "shards": num_shards, "shards_reused": num_shards - shards_ran}
+    try:
+        check_conservation(report)
+    except ConservationError:
+        layout.write_json_atomic(out / layout.STATE_DIR / "report.failed.json", report)
+        raise
     write_report(report, out)
-    check_conservation(report)
+    layout.write_marker(out, {"rows_in": report["rows_in"], "rows_out": report["rows_out"],
+                              "files": sorted(f for r in shard_records for f in r["files"]),
+                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    layout.finish(out)
     return report

@@ -105,9 +105,29 @@ def fingerprint_inputs(tasks: Sequence[Any], sample_bytes: int = 1 << 20) -> lis
     return out
 
 
+def file_accounts(task_records: Sequence[dict[str, Any]], plan: Any = None) -> dict[str, Any]:
+    """Every input file: read (records, rows), corrupt (why), empty, or skipped (why); from the read tasks'
+    records and the read plan. A file split into byte ranges is one entry."""
+    read: dict[str, dict[str, Any]] = {}
+    for rec in task_records:
+        entry = read.setdefault(rec["source"], {"records": 0, "rows": 0})
+        entry["records"] += rec["records"]
+        entry["rows"] += rec["rows"]
+        if rec.get("corrupt"):
+            entry["corrupt"] = rec["corrupt"]
+    return {
+        "read": [{"path": k, **v} for k, v in sorted(read.items())],
+        "corrupt": [{"path": k, "error": v["corrupt"]} for k, v in sorted(read.items()) if "corrupt" in v],
+        "empty": sorted(getattr(plan, "empty", []) or []),
+        "skipped": list(getattr(plan, "skipped", []) or []),
+        "renamed_columns": dict(getattr(plan, "renamed", {}) or {}),
+    }
+
+
 def build_report(summaries: Sequence[dict[str, Any]], *, config: dict[str, Any], steps: Sequence[str],
-                 inputs: list[dict[str, Any]], wall_seconds: dict[str, float], num_shards: int) -> dict[str, Any]:
-    """Fold per-shard summaries into the run report."""
+                 inputs: list[dict[str, Any]], wall_seconds: dict[str, float], num_shards: int,
+                 task_records: Sequence[dict[str, Any]] = (), plan: Any = None) -> dict[str, Any]:
+    """Fold per-read-task records (read and cleaning counts) and per-shard summaries into the run report."""
     dropped: Counter[str] = Counter()
     langs_kept: Counter[str] = Counter()
     langs_seen: Counter[str] = Counter()
@@ -125,6 +145,9 @@ def build_report(summaries: Sequence[dict[str, Any]], *, config: dict[str, Any],
         pii.update(s["pii"])
         hist = [a + b for a, b in zip(hist, s["length_hist"])]
         for name, values in s["steps"].items():
+            step_stats.setdefault(name, StepStats()).add(StepStats(**values))
+    for rec in task_records:
+        for name, values in rec["steps"].items():
             step_stats.setdefault(name, StepStats()).add(StepStats(**values))
     read = step_stats.pop("read", StepStats())
     rows_in = read.rows_in
@@ -147,7 +170,9 @@ def build_report(summaries: Sequence[dict[str, Any]], *, config: dict[str, Any],
             name: {**asdict(step_stats[name]), "rows_dropped": step_stats[name].rows_in - step_stats[name].rows_out}
             for name in steps if name in step_stats
         },
-        "read": {"rows": read.rows_in, "valid_rows": read.rows_out},
+        "read": {"rows": read.rows_in, "valid_rows": read.rows_out,
+                 "records": sum(r["records"] for r in task_records)},
+        "files": file_accounts(task_records, plan),
         "timings": {"wall_seconds": wall_seconds,
                     "step_cpu_seconds": {n: round(step_stats[n].seconds, 3) for n in steps if n in step_stats}},
         "num_shards": num_shards,
@@ -156,7 +181,23 @@ def build_report(summaries: Sequence[dict[str, Any]], *, config: dict[str, Any],
     }
 
 
+def check_reader_conservation(task_records: Sequence[dict[str, Any]]) -> None:
+    """Each read task turned every record it found into exactly one row (kept, or dropped with a reason)."""
+    for rec in task_records:
+        if rec["records"] != rec["rows"]:
+            raise ConservationError(
+                f"{rec['source']}: the reader found {rec['records']} records but produced {rec['rows']} rows; "
+                f"records were merged or lost. This is a bug in the reader; please report it with this file."
+            )
+
+
 def check_conservation(report: dict[str, Any]) -> None:
+    """``rows_in == rows_out + dropped``, and every record the readers found is one of those rows."""
+    if "records" in report["read"] and report["read"]["records"] != report["rows_in"]:
+        raise ConservationError(
+            f"the readers found {report['read']['records']} records but {report['rows_in']} rows entered the "
+            f"steps. This is a bug; please report it with report.json."
+        )
     total = report["rows_out"] + sum(report["dropped"].values())
     if report["rows_in"] != total:
         raise ConservationError(
@@ -181,6 +222,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"duplicates: {d['rows_removed']:,} rows in {d['groups']:,} groups")
     if report["languages"]["seen"]:
         lines.append("languages seen: " + ", ".join(f"{k}={v:,}" for k, v in list(report["languages"]["seen"].items())[:8]))
+    files = report.get("files") or {}
+    if files.get("corrupt") or files.get("skipped") or files.get("empty"):
+        lines.append(f"files: {len(files.get('read', []))} read, {len(files.get('corrupt', []))} corrupt, "
+                     f"{len(files.get('empty', []))} empty, {len(files.get('skipped', []))} skipped "
+                     f"(see report.md)")
     if report["pii"]:
         lines.append("PII redacted: " + ", ".join(f"{k}={v:,}" for k, v in report["pii"].items() if v) or "none")
     return lines
@@ -232,6 +278,19 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
                      f"{s['chars_out']:,} | {s['seconds']:.2f} |")
     lines += ["", "## Dropped rows by reason", "", "| reason | rows |", "|---|---:|"]
     lines += [f"| {k} | {v:,} |" for k, v in report["dropped"].items()] or ["| (none) | 0 |"]
+    files = report.get("files")
+    if files:
+        lines += ["", "## Input files", "",
+                  f"- read: {len(files['read'])} files, {report['read'].get('records', 0):,} records",
+                  f"- corrupt (read up to the error, then one `corrupt_file` row): {len(files['corrupt'])}",
+                  f"- empty: {len(files['empty'])}", f"- skipped (no reader for them): {len(files['skipped'])}"]
+        lines += [f"  - corrupt: `{c['path']}`: {c['error']}" for c in files["corrupt"]]
+        lines += [f"  - skipped: `{c['path']}`: {c['reason']}" for c in files["skipped"][:50]]
+        lines += [f"  - empty: `{c}`" for c in files["empty"][:50]]
+        lines += [f"  - input column `{k}` renamed to `{v}`" for k, v in files.get("renamed_columns", {}).items()]
+    if report.get("columns_as_strings"):
+        lines += ["", "Columns whose types differ between files, written as strings: "
+                  + ", ".join(f"`{k}` ({' / '.join(v)})" for k, v in report["columns_as_strings"].items())]
     if report["pii"]:
         lines += ["", "## PII redacted", "", "| type | count |", "|---|---:|"]
         lines += [f"| {k} | {v:,} |" for k, v in report["pii"].items()]

@@ -171,7 +171,7 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
             name="curation",
             command=lambda: [py, "-m", "curation", "run", "--config", cfg.curation_config, "--output",
                              str(curated), "--overwrite", "--no-progress", *extra.curation],
-            outputs=("curated/report.json", "curated/data/part-*"),
+            outputs=("curated/_SUCCESS", "curated/report.json", "curated/data/part-*"),
             inputs=(Path(cfg.curation_config),),
             fingerprint=lambda: _raw_input_fingerprint(cfg),
         ),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from curation.layout import curated_data_dir, require_complete
 from curation.paths import InputError, detect_format, resolve_paths
 
 #: Formats this reader can stream text out of.
@@ -77,10 +78,22 @@ def check_text_column(files: Sequence[Path], text_column: str) -> None:
             )
 
 
+def resolve_corpus_files(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Resolve inputs to readable files. A curation output folder stands for its ``data/`` (not its reports or
+    ``dropped/``), and one that its run did not finish (no ``_SUCCESS``) is refused, naming the fix."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    mapped = [str(curated_data_dir(i)) if Path(i).is_dir() else i for i in inputs]
+    files = resolve_paths(mapped, formats=TEXT_FORMATS)
+    for f in files:  # a glob or a file inside an unfinished output
+        require_complete(f)
+    return files
+
+
 def resolve_text_files(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
                        text_column: str = "text") -> list[Path]:
     """Resolve inputs to shard files that hold text, and check the column up front."""
-    files = resolve_paths(inputs, formats=TEXT_FORMATS)
+    files = resolve_corpus_files(inputs)
     unknown = [str(f) for f in files if detect_format(f) not in TEXT_FORMATS]
     if unknown:
         raise InputError(f"cannot read text from {unknown[:5]}: use .parquet, .jsonl[.gz] or .txt files")

@@ -47,8 +47,8 @@ from torchmetrics.text import BLEUScore, SQuAD
 from torchmetrics.text.rouge import ROUGEScore
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from curation.paths import InputError, detect_format, resolve_paths
-from modeling.corpus import TEXT_FORMATS, iter_json_lines, iter_text_batches, open_text
+from curation.paths import InputError, detect_format
+from modeling.corpus import TEXT_FORMATS, iter_json_lines, iter_text_batches, open_text, resolve_corpus_files
 from modeling.export import ModelLoadError
 from modeling.generate import (
     DecodingSetting,
@@ -144,7 +144,7 @@ def columns_of(path: Path) -> list[str]:
 
 def resolve_data(data: Sequence[str]) -> tuple[list[Path], dict[Path, list[str]]]:
     """Resolve ``--data`` to files and read each file's columns once."""
-    files = resolve_paths(list(data), formats=TEXT_FORMATS)
+    files = resolve_corpus_files(list(data))
     unknown = [str(f) for f in files if detect_format(f) not in TEXT_FORMATS]
     if unknown:
         raise InputError(f"--data: cannot read {unknown[:5]}: use .parquet, .jsonl[.gz] or .txt files")

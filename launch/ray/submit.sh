@@ -19,6 +19,8 @@
 #   NO_WAIT          1: return once the job is submitted instead of following its logs [0]
 #   RAY              the ray command [ray]
 # Extra arguments go to `python -m curation run` after these, so they override the config.
+# A job that died or was stopped (`ray job stop`) leaves OUTPUT without _SUCCESS: submit it again with the same
+# settings plus --resume, and only the unfinished read tasks and shards are done.
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }

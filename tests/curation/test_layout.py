@@ -170,3 +170,16 @@ def test_consumers_refuse_an_unfinished_output_and_read_only_its_data(tmp_path):
     plain.mkdir()
     assert layout.curated_data_dir(plain) == plain  # not a curation output: taken as it is
     assert layout.curation_root(plain) is None
+
+
+def test_finish_removes_temporaries_of_killed_writers_and_the_work_folder(tmp_path):
+    out = tmp_path / "o"
+    _prepare(out)
+    (out / layout.WORK_DIR / "tasks").mkdir(parents=True)
+    (out / layout.WORK_DIR / "tasks" / "task-000000.json").write_text("{}")
+    tmp = out / "data" / ".part-00001.parquet.0123456789abcdef0123456789abcdef.tmp"
+    tmp.write_text("half")
+    (out / "data" / ".hidden-user-file").write_text("mine")  # not our pattern: stays
+    layout.finish(out)
+    assert not tmp.exists() and not (out / layout.WORK_DIR).exists()
+    assert (out / "data" / ".hidden-user-file").read_text() == "mine"

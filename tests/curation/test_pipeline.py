@@ -13,6 +13,7 @@ import pytest
 
 from curation import columns
 from curation.config import build_config
+from curation.layout import OutputError
 from curation.sample import generate
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -96,7 +97,7 @@ def test_same_bytes_for_one_block_or_many_and_across_runs(ray_local, corpus, tmp
 
 def test_refuses_to_mix_with_an_earlier_run(ray_local, corpus, tmp_path):
     _run(corpus, tmp_path / "o", steps=["normalize"])
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(OutputError, match="already holds a finished curation run; pass --overwrite"):
         _run(corpus, tmp_path / "o", steps=["normalize"])
     report = _run(corpus, tmp_path / "o", steps=["normalize"], overwrite=True)
     assert report["rows_out"] == len(pq.read_table(tmp_path / "o" / "data", columns=["id"]))
@@ -174,3 +175,45 @@ def test_ten_megabyte_document_and_invalid_bytes_go_through(ray_local, tmp_path)
     assert report["dropped"] == {"invalid_utf8": 1}
     lengths = sorted(len(t) for t in pq.read_table(tmp_path / "out" / "data").column("text").to_pylist())
     assert lengths[-1] >= 9_999_000
+
+
+def _user_project(root: Path) -> Path:
+    """A user's project: raw input under data/raw, and files of theirs that must survive anything."""
+    (root / "data" / "raw").mkdir(parents=True)
+    (root / "data" / "raw" / "a.jsonl").write_text('{"text": "A document about modems and routers."}\n')
+    (root / "data" / "keep").mkdir()
+    (root / "data" / "keep" / "important.txt").write_text("mine")
+    (root / "dropped").mkdir()
+    (root / "dropped" / "mine.csv").write_text("mine")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "data/raw", "--output", "."], "lies inside --output"),
+        (["--input", "data/raw", "--output", ".", "--overwrite"], "lies inside --output"),
+        (["--input", "data/raw", "--output", "data/raw/out"], "lies inside the input"),
+        (["--input", "data/raw/a.jsonl", "--output", "out", "--overwrite", "--resume"], "exclude each other"),
+        (["--input", "/dev/null/x.jsonl", "--output", "o"], "does not exist"),
+    ],
+)
+def test_cli_never_touches_a_users_folders(tmp_path, args, message):
+    proj = _user_project(tmp_path / "proj")
+    before = sorted(str(p.relative_to(proj)) for p in proj.rglob("*"))
+    r = subprocess.run([sys.executable, "-m", "curation", "run", *args, "--no-progress"], cwd=proj,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert sorted(str(p.relative_to(proj)) for p in proj.rglob("*")) == before
+    assert (proj / "data" / "keep" / "important.txt").read_text() == "mine"
+
+
+def test_cli_refuses_a_folder_holding_someone_elses_data(tmp_path):
+    proj = _user_project(tmp_path / "proj")
+    other = tmp_path / "other"
+    (other / "data").mkdir(parents=True)
+    (other / "data" / "theirs.parquet").write_text("x")
+    r = _cli("run", "--input", str(proj / "data" / "raw"), "--output", str(other), "--overwrite", timeout=60)
+    assert r.returncode == 2 and "not written by this tool" in r.stderr
+    assert (other / "data" / "theirs.parquet").read_text() == "x"
