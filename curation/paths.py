@@ -185,8 +185,9 @@ def list_inputs(
     """Expand files, directories (recursively) and globs into the files to read, their root and the skipped ones.
 
     Directories and globs keep the files with a known ending (``formats`` narrows that further) and list the
-    others in ``skipped``; hidden or ``_``-prefixed entries below a directory are neither read nor listed
-    (``_SUCCESS``, ``.tmp`` files of a writer that crashed). Explicit files are kept whatever their ending.
+    others in ``skipped``; hidden or ``_``-prefixed entries below a directory, or matched by a glob, are neither
+    read nor listed (``_SUCCESS``, ``_temporary/``, ``.tmp`` files of a writer that crashed), except files of a
+    known ending that a glob matches. Explicit files are kept whatever their ending.
 
     Raises:
         InputError: a path does not exist, a glob matches no readable file, or a directory holds none.
@@ -211,11 +212,12 @@ def list_inputs(
             unread: list[Path] = []
             for match in glob.glob(rest, root_dir=root, recursive=True):
                 path = Path(os.path.normpath(root / match))
-                if path.is_file():
-                    if detect_format(path) in wanted:
-                        found.append(path)
-                    elif not _is_hidden(Path(match)):
-                        unread.append(path)
+                if path.is_file() and detect_format(path) in wanted:
+                    found.append(path)  # whatever its name: the glob asked for it
+                elif _is_hidden(Path(match)):
+                    continue
+                elif path.is_file():
+                    unread.append(path)
                 elif path.is_dir():
                     readable, other = _scan_dir(path, formats)
                     found.extend(readable)
