@@ -80,7 +80,7 @@ def test_csv_legit_multiline_cells_stay_one_record(tmp_path):
 
 
 def test_csv_unclosed_quote_on_the_last_line_and_wrong_field_counts(tmp_path):
-    (tmp_path / "a.csv").write_text('text,n\nok,1\n"a,b",2,extra\nshort\n"never closed,3')
+    (tmp_path / "a.csv").write_text('text,n\nok,1\n"a,b",2,extra\nshort\n3,"never closed')
     rows = _rows([str(tmp_path / "a.csv")])
     assert [(r["text"], r[columns.DROP_REASON]) for r in rows] == [
         ("ok", None), (None, "malformed_csv"), (None, "malformed_csv"), (None, "malformed_csv")]
@@ -88,9 +88,13 @@ def test_csv_unclosed_quote_on_the_last_line_and_wrong_field_counts(tmp_path):
 
 def test_csv_record_longer_than_the_limit_is_broken_not_buffered():
     text = 'text,n\n"runaway,1\n' + "".join(f"line {i},{i}\n" for i in range(5000))
-    parser = CsvParser(io.StringIO(text), ",", limit=1000)
+    fh = io.StringIO(text)
+    parser = CsvParser(fh, ",", limit=1000)
     counts = ReadAccount("x")
-    records = list(parser.records(counts))
+    found = parser.records(counts)
+    first = next(found)
+    assert fh.tell() < 1200  # gave up on the runaway quote after the limit, not at the end of the file
+    records = [first, *found]
     assert counts.records == len(records) == 5001
     assert records[0] == (1, None, "malformed_csv")
     assert [r[1] for r in records[1:]] == [{"text": f"line {i}", "n": str(i)} for i in range(5000)]
@@ -230,7 +234,7 @@ def test_corrupt_files_of_every_format_do_not_stop_the_run(tmp_path):
 # ---------------------------------------------------------------------------------------- oversized
 
 
-def test_oversized_documents_are_dropped_without_keeping_their_text(tmp_path):
+def test_oversized_documents_are_dropped_without_keeping_their_text(tmp_path, monkeypatch):
     cfg = ReaderConfig(max_doc_chars=1000)
     (tmp_path / "a.jsonl").write_text(json.dumps({"text": "x" * 1001}) + "\n" + json.dumps({"text": "y" * 1000}) + "\n")
     (tmp_path / "b.txt").write_text("z" * 5000)  # bigger than 4 bytes per character: refused from its size
@@ -239,11 +243,21 @@ def test_oversized_documents_are_dropped_without_keeping_their_text(tmp_path):
         fh.write("w" * 100_000)
     pq.write_table(pa.table({"text": ["p" * 2000, "q"]}), tmp_path / "e.parquet")
     (tmp_path / "f.csv").write_text("text\n" + "c" * 1500 + "\n")
+    open_text = records.open_text
+
+    def no_reading_b(path):
+        assert not str(path).endswith("b.txt"), "b.txt is too large to be read"
+        return open_text(path)
+
+    monkeypatch.setattr(records, "open_text", no_reading_b)
     rows = _rows([str(tmp_path)], cfg=cfg)
+    monkeypatch.undo()
     assert [(r["source"], r[columns.DROP_REASON]) for r in rows] == [
         ("a.jsonl", "oversized"), ("a.jsonl", None), ("b.txt", "oversized"), ("c.txt", "oversized"),
         ("d.txt.gz", "oversized"), ("e.parquet", "oversized"), ("e.parquet", None), ("f.csv", "oversized")]
     assert all(r["text"] is None for r in rows if r[columns.DROP_REASON])
+    tally = ReadAccount("c.txt")  # the reader reads at most max_doc_chars + 2 characters to know
+    assert list(records.text_file_record(str(tmp_path / "c.txt"), "text", 1000, tally)) == [(0, None, "oversized")]
     assert _reasons(_rows([str(tmp_path / "b.txt")], cfg=ReaderConfig(max_doc_chars=None))) == [None]
     assert ReaderConfig().max_doc_chars == 32 * 2**20
 
