@@ -5,9 +5,11 @@ through untouched.
 """
 
 ID = "id"
-"""Stable row id: the input's own ``id`` column if it has one, else ``<source file>:<row>``."""
+"""Stable row id, a string: the input's own ``id`` column if it has one, else ``<source>:<offset>``. Dedup keeps
+the smallest id comparing strings (``"10"`` sorts before ``"9"``)."""
 SOURCE = "source"
-"""Input file (or dataset name) the row came from; only added when the input has no such column."""
+"""Input file the row came from, as its path below the input root (``hf://NAME`` for datasets), the same from
+any working directory; an input's own ``source`` column is kept instead, its values as strings."""
 DROP_REASON = "_cur_drop_reason"
 """Internal: null for kept rows; a short reason (``empty_text``, ``duplicate``, ``language``, ...) for dropped
 ones. Written out as ``drop_reason`` in ``dropped/``; internal under a prefixed name so that a user's own

@@ -1,26 +1,32 @@
 """Readers and writers. Reading is planned on the driver and executed by Ray tasks.
 
-Planning (``plan_reads``) resolves paths, checks up front that every file has the text column (so a typo
-fails in a second, naming the file and the columns it has, not an hour into a run), and cuts large
-line-oriented files into byte ranges so one 50 GB jsonl file still spreads over the cluster.
+Planning (``plan_reads``) lists the input files below one *input root*, checks up front that every file has
+the text column (so a typo fails in a second, naming the file and the columns it has, not an hour into a
+run), and cuts large line-oriented files into byte ranges so one 50 GB jsonl file still spreads over the
+cluster. What it does not read is listed, not passed over: files of unknown type in an input folder
+(``skipped``), files without records (``empty``), input columns renamed because the pipeline uses their
+names (``renamed``).
 
-Executing (``read_task``) turns one planned piece into Arrow tables. Every input row becomes an output row
-or a row marked with a ``drop_reason``: malformed JSON, invalid UTF-8, null, non-string or empty text are
-counted, never raised and never lost. Each row gets a deterministic ``id`` (the input's own ``id`` column if
-it has one, else ``<source>:<offset>``) so dedup can keep "the smallest id" whatever the cluster looks like.
+Executing (``read_task``) turns one planned piece into Arrow tables. Every record of the input becomes
+exactly one row, kept or marked with a drop reason: malformed JSON or CSV, invalid UTF-8, null, non-string,
+empty or oversized text are counted, never raised and never lost, and a truncated or corrupt file keeps the
+rows before the damage plus one ``corrupt_file`` row. The reader counts the records it parses in a
+``ReadAccount``, apart from the rows it builds, so that the pipeline can check that none went missing.
+
+Each row gets a deterministic ``id``: the input's own ``id`` column (``ReaderConfig.id_column``) if it has
+one, else ``<source>:<offset>``, where ``source`` is the file's path below the input root, so the same data
+gives the same ids from any working directory. Dedup keeps "the smallest id" of duplicates whatever the
+cluster looks like; ids compare as strings, so ``"10"`` sorts before ``"9"``.
 """
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
 import json
+import logging
 import os
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,11 +35,22 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import columns
-from curation.paths import InputError, detect_format, resolve_paths
+from curation.paths import FORMAT_SUFFIXES, InputError, detect_format, file_ending, list_inputs
+from curation.records import (
+    CORRUPT_ERRORS,
+    Record,
+    csv_records,
+    describe_error,
+    inspect_file,
+    json_records,
+    jsonl_records,
+    parquet_records,
+    text_file_record,
+    text_line_records,
+)
 
 HF_PREFIX = "hf://"
-
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # 10 MB documents in one CSV cell are real
+log = logging.getLogger("curation.io")
 
 
 @dataclass(frozen=True)
@@ -45,7 +62,13 @@ class ReaderConfig:
     batch_rows: int = 8192
     """Rows per Arrow table a read task yields (bounds a worker's memory on huge files)."""
     id_column: str = columns.ID
-    """Input column used as the row id when present; otherwise ids are ``<source>:<offset>``."""
+    """Input column used as the row id when present (its values as strings); otherwise ids are
+    ``<source>:<offset>``. When this is not ``id``, an input column named ``id`` is kept as ``input_id``."""
+    max_doc_chars: int | None = 32 * 2**20
+    """Texts longer than this many characters become rows dropped as ``oversized`` (their text is not kept).
+    A 50 MB document of prose is possible, but one document that large usually is a dump (a log, a table, a
+    whole site) that stalls the steps after it. Raise it, or set null to keep every document. CSV records and
+    JSON array elements longer than 4x this (at least 64 Mi characters) are read as broken, not as text."""
     hf_config: str | None = None
     """Hugging Face dataset configuration name (for ``hf://NAME`` inputs)."""
     hf_split: str = "train"
@@ -60,41 +83,115 @@ class ReaderConfig:
             raise ValueError(f"reader.text_mode must be 'file' or 'line', got {self.text_mode!r}")
         if self.split_bytes < 1024 or self.batch_rows < 1:
             raise ValueError("reader.split_bytes must be >= 1024 and reader.batch_rows >= 1")
+        if self.max_doc_chars is not None and self.max_doc_chars < 1:
+            raise ValueError(f"reader.max_doc_chars must be >= 1 or null (no limit), got {self.max_doc_chars}")
+
+    @property
+    def record_limit(self) -> int:
+        """Characters after which one CSV record or JSON array element counts as broken (bounds memory)."""
+        return max(64 * 2**20, 4 * (self.max_doc_chars or 2**28))
 
 
 @dataclass(frozen=True)
 class ReadTask:
-    """One piece of input: a file (or byte range / row range of one), or a shard of an HF dataset."""
+    """One piece of input: a file (or byte range / row group of one), or a shard of an HF dataset."""
 
     path: str
+    """Where to read: an absolute file path, or ``hf://NAME``."""
     fmt: str
+    """Reader: ``jsonl``, ``json`` (one array or object per file), ``csv``, ``parquet``, ``text``, ``hf``, ``hf-stream``."""
     start: int = 0
+    """Byte offset (jsonl, line-mode text), row group (parquet, -1: the whole file), first row (hf), shard (hf-stream)."""
     end: int = -1
+    """End byte offset (-1: the end), first row of the row group (parquet), end row (hf), shard count (hf-stream)."""
     size: int = 0
     """Bytes this piece covers (for sizing output shards); 0 when unknown (HF)."""
+    source: str = ""
+    """The file's path below the input root, POSIX-style (``hf://NAME`` for datasets): the ``source`` column and
+    the first part of generated ids, the same from any working directory. Empty: ``path`` is used."""
+
+
+@dataclass
+class ReadPlan:
+    """Everything ``plan_reads`` found: the tasks to run and the files it will not read, with why.
+
+    Iterating over a plan (or ``len``) goes over its tasks.
+    """
+
+    tasks: list[ReadTask] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    """``{"path": <below root>, "reason": "unknown file type .html"}`` for files in input folders (or matched by
+    globs) that no reader reads."""
+    empty: list[str] = field(default_factory=list)
+    """Files without records (no bytes, only whitespace, a CSV header alone, ``[]``, 0 parquet rows), below
+    root. They get no task."""
+    root: str = ""
+    """The input root: absolute common folder of the file inputs ('' with only ``hf://`` inputs)."""
+    renamed: dict[str, str] = field(default_factory=dict)
+    """Input columns seen at planning that will be renamed (``{"lang": "input_lang"}``), see ``rename_columns``.
+    Columns that only some records carry are renamed all the same, without appearing here."""
+
+    def __iter__(self) -> Iterator[ReadTask]:
+        return iter(self.tasks)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+@dataclass
+class ReadAccount:
+    """What one ``read_task`` call parsed, counted apart from the rows it built.
+
+    ``records`` must equal the number of rows the task yields (every record becomes one row, kept or marked
+    with a drop reason); a difference is a reader bug. ``corrupt`` names the file and the error when the file
+    ended in a truncated or corrupt stretch (its last row is then the ``corrupt_file`` marker).
+    """
+
+    source: str
+    records: int = 0
+    corrupt: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------- columns
+
+
+def rename_columns(names: Sequence[str], text_column: str, reserved: frozenset[str] = frozenset(),
+                   id_column: str = columns.ID) -> dict[str, str]:
+    """``{old: new}`` for the input columns that must not keep their name, deterministic for a set of names.
+
+    A column whose name is in ``reserved`` (``columns.reserved(steps)``: the internal columns and those the
+    run's steps add) or starts with ``columns.INTERNAL_PREFIX`` is renamed ``input_<name>``, or
+    ``input_<name>_2``, ``_3``... when that is taken. So is ``id`` when ``id_column`` names another column. The
+    text column, the id column and ``source`` keep their names: the input's own id is the row id, its source
+    is the ``source`` column (as strings).
+    """
+    keep = {text_column, id_column, columns.SOURCE}
+
+    def clashes(name: str) -> bool:
+        return name not in keep and (name in reserved or name.startswith(columns.INTERNAL_PREFIX)
+                                     or name == columns.ID)
+
+    taken = set(names)
+    out: dict[str, str] = {}
+    for name in sorted(n for n in taken if clashes(n)):
+        new, k = columns.RENAMED_PREFIX + name, 2
+        while new in taken or clashes(new):
+            new, k = f"{columns.RENAMED_PREFIX}{name}_{k}", k + 1
+        taken.add(new)
+        out[name] = new
+    return out
+
+
+def _check_text_column(text_column: str, reserved: frozenset[str]) -> None:
+    if (text_column in reserved or text_column.startswith(columns.INTERNAL_PREFIX)
+            or text_column in (columns.ID, columns.SOURCE)):
+        raise InputError(
+            f"the text column cannot be called {text_column!r}: the pipeline uses that name for its own column. "
+            f"Rename the column in the input, then pass --text-column NEW_NAME."
+        )
 
 
 # ---------------------------------------------------------------------------------------------- planning
-
-
-def _columns_of(path: Path, fmt: str) -> list[str] | None:
-    """Column names of a file, or None when they cannot be known without reading everything."""
-    if fmt == "parquet":
-        return list(pq.read_schema(path).names)
-    if fmt == "csv":
-        with _open_text(path) as fh:
-            header = next(csv.reader(fh, delimiter=_delimiter(path)), None)
-        return header or []
-    if fmt == "jsonl":
-        with _open_binary(path) as fh:
-            for raw in fh:
-                try:
-                    row = json.loads(raw)
-                except ValueError:
-                    continue  # a malformed first line is counted later, not fatal here
-                return list(row) if isinstance(row, dict) else None
-        return []
-    return None
 
 
 def _hf_load(name: str, cfg: ReaderConfig, split: str | None = None, streaming: bool | None = None) -> Any:
@@ -115,71 +212,100 @@ def _hf_load(name: str, cfg: ReaderConfig, split: str | None = None, streaming: 
         ) from e
 
 
-def plan_reads(inputs: Sequence[str], text_column: str, cfg: ReaderConfig = ReaderConfig()) -> list[ReadTask]:
-    """Turn user inputs into read tasks, validating everything that can be validated without reading."""
-    tasks: list[ReadTask] = []
-    file_inputs = [i for i in inputs if not str(i).startswith(HF_PREFIX)]
-    for name in (str(i)[len(HF_PREFIX):] for i in inputs if str(i).startswith(HF_PREFIX)):
-        tasks.extend(_plan_hf(name, text_column, cfg))
-    if not file_inputs:
-        if not tasks:
-            raise InputError("no input given: pass --input PATH_OR_GLOB (or hf://DATASET)")
-        return tasks
-    for path in resolve_paths(file_inputs):
-        fmt = detect_format(path)
-        if fmt is None:
+def plan_reads(inputs: Sequence[str], text_column: str, cfg: ReaderConfig = ReaderConfig(),
+               reserved: frozenset[str] = frozenset()) -> ReadPlan:
+    """Turn user inputs into read tasks, validating everything that can be validated without reading.
+
+    ``reserved`` are the column names the run needs for itself (``columns.reserved(steps)``); input columns
+    of those names are renamed (see ``rename_columns``), and ``read_task`` must get the same set.
+
+    Raises:
+        InputError: no input; a path that does not exist, a glob or folder without a readable file; an
+            explicitly named file of unknown type; a file without the text column; a text column name the
+            pipeline needs. Empty and corrupt files are not errors: they are listed or read as marked rows.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    inputs = [str(i) for i in inputs]
+    if not inputs:
+        raise InputError("no input given: pass --input PATH_OR_GLOB (or hf://DATASET)")
+    _check_text_column(text_column, reserved)
+    plan = ReadPlan()
+    for name in (i[len(HF_PREFIX):] for i in inputs if i.startswith(HF_PREFIX)):
+        plan.tasks.extend(_plan_hf(name, text_column, cfg, reserved, plan.renamed))
+    file_inputs = [i for i in inputs if not i.startswith(HF_PREFIX)]
+    if file_inputs:
+        listing = list_inputs(file_inputs)
+        plan.root, plan.skipped = str(listing.root), listing.skipped
+        for path in listing.files:
+            _plan_file(plan, path, listing.relative(path), text_column, cfg, reserved)
+        if listing.skipped:
+            log.info("skipping %s (listed in report.json)", listing.summary())
+    if plan.empty:
+        log.info("%d input file%s without records: %s", len(plan.empty), "s" * (len(plan.empty) != 1),
+                 ", ".join(plan.empty[:10]) + (", ..." if len(plan.empty) > 10 else ""))
+    if plan.renamed:
+        log.warning("input columns renamed because the pipeline uses their names: %s",
+                    ", ".join(f"{old} -> {new}" for old, new in sorted(plan.renamed.items())))
+    return plan
+
+
+def _plan_file(plan: ReadPlan, path: Path, source: str, text_column: str, cfg: ReaderConfig,
+               reserved: frozenset[str]) -> None:
+    fmt = detect_format(path)
+    if fmt is None:
+        known = ", ".join(s for suffixes in FORMAT_SUFFIXES.values() for s in suffixes)
+        raise InputError(
+            f"{path}: unknown file type {file_ending(path)}; readable endings are {known}. "
+            f"Rename the file or point --input at the right files."
+        )
+    info = inspect_file(path, fmt, cfg.record_limit)
+    size = path.stat().st_size
+    if info.empty:
+        plan.empty.append(source)
+        return
+    if info.corrupt:
+        log.warning("%s: %s; it will be read as far as it goes and marked corrupt_file", source, info.corrupt)
+        plan.tasks.append(ReadTask(str(path), info.fmt, -1 if fmt == "parquet" else 0, -1, size, source))
+        return
+    if info.columns is not None:
+        if text_column not in info.columns:
             raise InputError(
-                f"{path}: unknown file type; readable endings are .jsonl/.json[.gz], .csv/.tsv[.gz], .parquet, "
-                f".txt[.gz]/.md. Rename the file or point --input at the right files."
-            )
-        cols = _columns_of(path, fmt)
-        if cols is not None and text_column not in cols:
-            raise InputError(
-                f"{path}: no text column {text_column!r}; its columns are {cols}. "
+                f"{path}: no text column {text_column!r}; its columns are {info.columns}. "
                 f"Pass --text-column NAME (or text_column: in the config)."
             )
-        size = path.stat().st_size
-        if fmt == "parquet":
-            meta = pq.ParquetFile(path).metadata
-            offset = 0
-            for rg in range(meta.num_row_groups):
-                n = meta.row_group(rg).num_rows
-                tasks.append(ReadTask(str(path), fmt, rg, offset, meta.row_group(rg).total_byte_size))
-                offset += n
-        elif (fmt == "jsonl" or (fmt == "text" and cfg.text_mode == "line")) and not str(path).endswith(".gz"):
-            for start in range(0, max(size, 1), cfg.split_bytes):
-                tasks.append(ReadTask(str(path), fmt, start, min(start + cfg.split_bytes, size), min(cfg.split_bytes, size - start)))
-        else:
-            tasks.append(ReadTask(str(path), fmt, 0, -1, size))
-    return tasks
+        for old, new in rename_columns(info.columns, text_column, reserved, cfg.id_column).items():
+            plan.renamed.setdefault(old, new)
+    if info.fmt == "parquet":
+        for rg, (first_row, nbytes) in enumerate(info.row_groups):
+            plan.tasks.append(ReadTask(str(path), "parquet", rg, first_row, nbytes, source))
+    elif (info.fmt == "jsonl" or (info.fmt == "text" and cfg.text_mode == "line")) and not str(path).endswith(".gz"):
+        for start in range(0, size, cfg.split_bytes):
+            plan.tasks.append(ReadTask(str(path), info.fmt, start, min(start + cfg.split_bytes, size),
+                                       min(cfg.split_bytes, size - start), source))
+    else:
+        plan.tasks.append(ReadTask(str(path), info.fmt, 0, -1, size, source))
 
 
-def _plan_hf(name: str, text_column: str, cfg: ReaderConfig) -> list[ReadTask]:
+def _plan_hf(name: str, text_column: str, cfg: ReaderConfig, reserved: frozenset[str],
+             renamed: dict[str, str]) -> list[ReadTask]:
     ds = _hf_load(name, cfg)
+    source = f"{HF_PREFIX}{name}"
     cols = list(ds.column_names or []) if getattr(ds, "column_names", None) is not None else None
-    if cols is not None and text_column not in cols:
-        raise InputError(f"hf://{name}: no text column {text_column!r}; its columns are {cols}. Pass --text-column NAME.")
+    if cols is not None:
+        if text_column not in cols:
+            raise InputError(f"{source}: no text column {text_column!r}; its columns are {cols}. "
+                             f"Pass --text-column NAME.")
+        for old, new in rename_columns(cols, text_column, reserved, cfg.id_column).items():
+            renamed.setdefault(old, new)
     if cfg.hf_streaming:
-        return [ReadTask(f"{HF_PREFIX}{name}", "hf-stream", i, ds.num_shards) for i in range(max(1, ds.num_shards))]
+        return [ReadTask(source, "hf-stream", i, ds.num_shards, source=source) for i in range(max(1, ds.num_shards))]
     n = ds.num_rows
     step = max(1, min(n, cfg.batch_rows * 8))
-    return [ReadTask(f"{HF_PREFIX}{name}", "hf", s, min(s + step, n)) for s in range(0, max(n, 1), step)]
+    return [ReadTask(source, "hf", s, min(s + step, n), source=source) for s in range(0, max(n, 1), step)]
 
 
 # ---------------------------------------------------------------------------------------------- reading
-
-
-def _open_binary(path: Path | str) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb")
-
-
-def _open_text(path: Path | str) -> io.TextIOBase:
-    # surrogateescape keeps undecodable bytes visible as lone surrogates, so rows can be flagged, not lost
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", errors="surrogateescape", newline="")
-
-
-def _delimiter(path: Path | str) -> str:
-    return "\t" if ".tsv" in str(path).lower() else ","
 
 
 def _has_surrogates(text: str) -> bool:
@@ -208,20 +334,52 @@ def classify_text(value: object) -> tuple[str | None, str | None]:
     return value, None
 
 
+class _ColumnRenamer:
+    """Applies ``rename_columns`` to records, once per distinct set of keys."""
+
+    def __init__(self, text_column: str, cfg: ReaderConfig, reserved: frozenset[str]) -> None:
+        self.args = (text_column, reserved, cfg.id_column)
+        self.cache: dict[tuple[str, ...], dict[str, str]] = {}
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        keys = tuple(record)
+        mapping = self.cache.get(keys)
+        if mapping is None:
+            if len(self.cache) > 1024:
+                self.cache.clear()
+            mapping = self.cache[keys] = rename_columns(keys, *self.args)
+        return {mapping.get(k, k): v for k, v in record.items()} if mapping else dict(record)
+
+
 class _RowBuffer:
     """Accumulates rows of one read task and turns them into Arrow tables of bounded size."""
 
-    def __init__(self, source: str, text_column: str, cfg: ReaderConfig) -> None:
-        self.source, self.text_column, self.cfg = source, text_column, cfg
+    def __init__(self, source: str, id_prefix: str, text_column: str, cfg: ReaderConfig,
+                 reserved: frozenset[str]) -> None:
+        self.source, self.id_prefix, self.text_column, self.cfg = source, id_prefix, text_column, cfg
+        self.rename = _ColumnRenamer(text_column, cfg, reserved)
         self.rows: list[dict[str, Any]] = []
 
-    def add(self, offset: int, record: dict[str, Any] | None, reason: str | None = None) -> Iterator[pa.Table]:
-        row: dict[str, Any] = dict(record) if record else {}
-        text, why = classify_text(row.get(self.text_column)) if reason is None else (None, reason)
+    def text_of(self, value: object) -> tuple[str | None, str | None]:
+        limit = self.cfg.max_doc_chars
+        if limit is not None and isinstance(value, (str, bytes)) and len(value) > limit:
+            return None, "oversized"  # before classify_text, which encodes the whole text
+        return classify_text(value)
+
+    def add(self, offset: int, record: dict[str, Any] | None, reason: str | None = None,
+            row_id: str | None = None) -> Iterator[pa.Table]:
+        row = self.rename(record) if record else {}
+        text, why = self.text_of(row.get(self.text_column)) if reason is None else (None, reason)
         row[self.text_column] = text
-        own_id = row.get(self.cfg.id_column)
-        row[columns.ID] = str(own_id) if own_id is not None else f"{self.source}:{offset:012d}"
-        row.setdefault(columns.SOURCE, self.source)
+        if row_id is None:
+            own_id = row.get(self.cfg.id_column)
+            row_id = str(own_id) if own_id is not None else f"{self.id_prefix}:{offset:012d}"
+        row[columns.ID] = row_id
+        if columns.SOURCE in row:
+            own_source = row[columns.SOURCE]
+            row[columns.SOURCE] = None if own_source is None else str(own_source)
+        else:
+            row[columns.SOURCE] = self.source
         row[columns.DROP_REASON] = why
         self.rows.append(row)
         if len(self.rows) >= self.cfg.batch_rows:
@@ -264,81 +422,70 @@ def rows_to_table(rows: list[dict[str, Any]], text_column: str) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _line_range(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) for every line that starts in [start, end); ``end < 0`` means to the end (gzip too)."""
-    with _open_binary(path) as fh:
-        pos = 0
-        if start > 0:
-            fh.seek(start - 1)
-            pos = start - 1 + len(fh.readline())  # skip the line that straddles the boundary
-        while end < 0 or pos < end:
-            line = fh.readline()
-            if not line:
-                return
-            yield pos, line
-            pos += len(line)
-
-
-def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig()) -> Iterator[pa.Table]:
-    """Execute one read task; yields tables with the input columns plus ``id``, ``source``, ``drop_reason``."""
-    buf = _RowBuffer(task.path, text_column, cfg)
+def _file_records(task: ReadTask, text_column: str, cfg: ReaderConfig, account: ReadAccount) -> Iterator[Record]:
     if task.fmt == "jsonl":
-        for offset, raw in _line_range(task.path, task.start, task.end):
-            if not raw.strip():
-                continue  # blank lines are layout, not rows
-            try:
-                record = json.loads(raw.decode("utf-8", "surrogateescape"))
-            except ValueError:
-                yield from buf.add(offset, None, "malformed_json")
-                continue
-            if not isinstance(record, dict):
-                yield from buf.add(offset, None, "malformed_json")
-                continue
-            yield from buf.add(offset, record)
-    elif task.fmt == "text":
-        if cfg.text_mode == "file":
-            with _open_text(task.path) as fh:
-                yield from buf.add(0, {text_column: fh.read()})
-        else:
-            for offset, raw in _line_range(task.path, task.start, task.end):
-                line = raw.decode("utf-8", "surrogateescape").rstrip("\r\n")
-                if line.strip():
-                    yield from buf.add(offset, {text_column: line})
-    elif task.fmt == "csv":
-        with _open_text(task.path) as fh:
-            reader = csv.reader(fh, delimiter=_delimiter(task.path))
-            header = next(reader, [])
-            for row_no, cells in enumerate(reader, start=1):
-                if not cells:
-                    continue
-                if len(cells) != len(header):
-                    yield from buf.add(row_no, None, "malformed_csv")
-                    continue
-                yield from buf.add(row_no, dict(zip(header, cells)))
-    elif task.fmt == "parquet":
-        table = pq.ParquetFile(task.path).read_row_group(task.start)
-        yield from _table_rows(table, task.end, buf)
-    elif task.fmt == "hf":
-        import datasets  # noqa: F401  (imported by _hf_load)
+        return jsonl_records(task.path, task.start, task.end, account)
+    if task.fmt == "json":
+        return json_records(task.path, account, cfg.record_limit)
+    if task.fmt == "csv":
+        return csv_records(task.path, account, cfg.record_limit)
+    if task.fmt == "parquet":
+        return parquet_records(task.path, task.start, task.end, account)
+    if task.fmt == "text" and cfg.text_mode == "file":
+        return text_file_record(task.path, text_column, cfg.max_doc_chars, account)
+    if task.fmt == "text":
+        return text_line_records(task.path, text_column, task.start, task.end, account)
+    raise ValueError(f"unknown read format {task.fmt!r}")  # plan_reads only creates the formats above
 
-        name = task.path[len(HF_PREFIX):]
+
+def _hf_records(task: ReadTask, cfg: ReaderConfig, account: ReadAccount) -> Iterator[Record]:
+    name = task.path[len(HF_PREFIX):]
+    if task.fmt == "hf":
         ds = _hf_load(name, cfg, split=f"{cfg.hf_split}[{task.start}:{task.end}]", streaming=False)
-        yield from _table_rows(ds.data.table, task.start, buf)
-    elif task.fmt == "hf-stream":
-        name = task.path[len(HF_PREFIX):]
+        records = enumerate(ds.data.table.to_pylist(), start=task.start)
+    else:
         ds = _hf_load(name, cfg, streaming=True).shard(num_shards=max(1, task.end), index=task.start)
-        for i, record in enumerate(ds):
-            yield from buf.add(i, dict(record))
-        buf.source = f"{task.path}#shard{task.start}"
-    else:  # pragma: no cover - plan_reads only creates the formats above
-        raise ValueError(f"unknown read format {task.fmt!r}")
+        records = enumerate(ds)
+    for offset, record in records:
+        account.records += 1
+        yield offset, dict(record), None
+
+
+def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig(),
+              reserved: frozenset[str] = frozenset(), account: ReadAccount | None = None) -> Iterator[pa.Table]:
+    """Execute one read task; yields tables with the input columns plus ``id``, ``source`` and the drop reason.
+
+    ``reserved`` must be the set given to ``plan_reads``. ``account`` (optional) receives the number of records
+    parsed, which equals the rows yielded, and a message when the file is corrupt. A corrupt or truncated file
+    does not raise: the rows before the damage are kept, then one row ``<source>:corrupt`` marked
+    ``corrupt_file``. Row ids are the input's own id (as a string) or ``<source>:<offset>``; the smallest id
+    wins in dedup, comparing strings (``"10"`` sorts before ``"9"``).
+    """
+    source = task.source or task.path
+    if account is None:
+        account = ReadAccount(source)
+    id_prefix = f"{source}#shard{task.start}" if task.fmt == "hf-stream" else source
+    buf = _RowBuffer(source, id_prefix, text_column, cfg, reserved)
+    if task.fmt in ("hf", "hf-stream"):
+        for offset, record, reason in _hf_records(task, cfg, account):
+            yield from buf.add(offset, record, reason)
+    else:
+        records = _file_records(task, text_column, cfg, account)
+        while True:
+            try:
+                offset, record, reason = next(records)
+            except StopIteration:
+                break
+            except CORRUPT_ERRORS as error:
+                account.corrupt = f"{source}: {describe_error(error, task.path)} after {account.records} records"
+                log.warning("%s; the rows before it are kept, the file is marked corrupt_file", account.corrupt)
+                account.records += 1
+                suffix = "corrupt" if task.start <= 0 else f"{task.start:012d}:corrupt"
+                yield from buf.add(0, None, "corrupt_file", row_id=f"{source}:{suffix}")
+                break
+            yield from buf.add(offset, record, reason)
     if buf.rows:
         yield buf.flush()
-
-
-def _table_rows(table: pa.Table, first_offset: int, buf: _RowBuffer) -> Iterator[pa.Table]:
-    for offset, record in enumerate(table.to_pylist(), start=first_offset):
-        yield from buf.add(offset, record)
 
 
 # ---------------------------------------------------------------------------------------------- writing
