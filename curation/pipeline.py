@@ -273,9 +273,12 @@ class ShardStage:
         return pa.concat_tables(tables) if tables else target.empty_table()
 
     def run_shard(self, shard: int, pieces: list[list[Any]]) -> None:
-        from curation.report import shard_summary
+        from curation.report import empty_summary, shard_summary
 
         tc = self.cfg.text_column
+        if not pieces:  # no read task sent a row here (every input empty, or few rows and many shards)
+            layout.write_json_atomic(_shard_file(self.work, shard), {"summary": empty_summary(shard), "files": []})
+            return
         table = self.load(pieces)
         stats: dict[str, StepStats] = {}
         groups = 0

@@ -85,13 +85,21 @@ def shard_summary(shard: int, kept: pa.Table, dropped: pa.Table, stats: dict[str
     }
 
 
+def empty_summary(shard: int) -> dict[str, Any]:
+    """The summary of a shard no row was sent to."""
+    return {"shard": shard, "rows_out": 0, "chars_out": 0, "dropped": {}, "dup_groups": 0, "languages_kept": {},
+            "languages_seen": {}, "pii": {}, "length_hist": [0] * (len(LENGTH_BINS) - 1), "steps": {}}
+
+
 def fingerprint_inputs(tasks: Sequence[Any], sample_bytes: int = 1 << 20) -> list[dict[str, Any]]:
-    """Size, mtime and an xxh3-128 of the first and last MiB of each input file (cheap even for TB)."""
+    """Size, mtime and an xxh3-128 of the first and last MiB of each input file (cheap even for TB).
+
+    Files are named by their path below the input root, so the report reads the same wherever the data lies."""
     out = []
-    for path in sorted({t.path for t in tasks}):
+    for source, path in sorted({(t.source or t.path, t.path) for t in tasks}):
         p = Path(path)
         if not p.is_file():
-            out.append({"path": path})
+            out.append({"path": source})
             continue
         st = p.stat()
         h = xxhash.xxh3_128()
@@ -101,7 +109,7 @@ def fingerprint_inputs(tasks: Sequence[Any], sample_bytes: int = 1 << 20) -> lis
                 fh.seek(-sample_bytes, 2)
                 h.update(fh.read(sample_bytes))
         h.update(str(st.st_size).encode())
-        out.append({"path": path, "bytes": st.st_size, "mtime": st.st_mtime, "xxh3_128_sample": h.hexdigest()})
+        out.append({"path": source, "bytes": st.st_size, "mtime": st.st_mtime, "xxh3_128_sample": h.hexdigest()})
     return out
 
 

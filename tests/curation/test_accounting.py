@@ -129,3 +129,58 @@ def test_a_reader_that_merges_records_stops_the_run_before_any_shard(ray_local, 
     with pytest.raises(ConservationError, match=r"a\.jsonl: the reader found 5 records but produced 4 rows"):
         pipeline.run(cfg)
     assert not list((tmp_path / "out" / "data").glob("part-*"))
+
+
+def _messy_folder(d):
+    """Every kind of messy input a user's folder holds, in one place."""
+    import gzip
+
+    d.mkdir()
+    good = [{"text": f"Support ticket {i}: the router drops the connection every night.", "n": i} for i in range(50)]
+    (d / "bom.jsonl").write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in good[:10]).encode() + b"\n")
+    rows = [f'{i},"Customer {i} reports that the modem keeps rebooting after updates."' for i in range(1000)]
+    rows[100] = '100,"Customer 100 opened a quote that never closes, and the modem reboots.'
+    (d / "broken_quote.csv").write_text("\ufeffid,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    (d / "array.json").write_text(json.dumps([{"text": f"Array document {i} about firmware.", "id": f"arr-{i}"}
+                                              for i in range(1000)]))
+    (d / "empty.jsonl").write_bytes(b"")
+    (d / "empty.csv").write_text("id,text\n")
+    whole = gzip.compress(("\n".join(json.dumps(r) for r in good[10:]) + "\n").encode() * 20)
+    (d / "truncated.jsonl.gz").write_bytes(whole[: len(whole) // 2])
+    (d / "page.html").write_text("<p>not read: no reader for .html</p>")
+    (d / "cols.jsonl").write_text("\n".join(json.dumps(
+        {"text": f"A note with colliding column names, number {i}.", "source": i, "drop_reason": "theirs",
+         "_cur_stats": "x", "lang": "their-lang"}) for i in range(5)) + "\n")
+    return d
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_messy_folder_every_record_accounted_for(ray_local, tmp_path):
+    from curation.pipeline import run
+
+    src = _messy_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    report = run(build_config(None, {"input": [str(src)], "output": str(out), "progress": False,
+                                     "steps": ["normalize", "language", "dedup"], "writer": {"num_shards": 2}}))
+    files = report["files"]
+    read = {f["path"]: f for f in files["read"]}
+    assert read["broken_quote.csv"]["records"] == 1000  # one broken row, 999 good ones: nothing merged
+    assert read["array.json"]["records"] == 1000
+    assert read["bom.jsonl"]["records"] == 10
+    assert {f["path"] for f in files["corrupt"]} == {"truncated.jsonl.gz"}
+    assert set(files["empty"]) == {"empty.jsonl", "empty.csv"}
+    assert files["skipped"] == [{"path": "page.html", "reason": "unknown file type .html"}]
+    assert files["renamed_columns"] == {"_cur_stats": "input__cur_stats", "lang": "input_lang"}
+    assert report["dropped"]["malformed_csv"] == 1 and report["dropped"]["corrupt_file"] == 1
+    assert report["dropped"].get("malformed_json", 0) <= 1  # at most the line the truncation cut in half
+    assert report["rows_in"] == report["read"]["records"] == sum(f["records"] for f in files["read"])
+    table = pq.read_table(out / "data")
+    rows = {r["id"]: r for r in table.to_pylist()}
+    note = next(r for r in rows.values() if r["text"].startswith("A note with colliding"))
+    assert note["drop_reason"] == "theirs" and note["input_lang"] == "their-lang" and note["lang"] == "en"
+    assert note["source"] in {str(i) for i in range(5)}  # an int source column is kept, as text
+    assert "bom.jsonl:000000000000" in rows  # ids from the path below the input root, not as typed
+    assert sum(i.startswith("bom.jsonl:") for i in rows) == 10  # the BOM no longer costs the first row
+    md = (out / "report.md").read_text()
+    assert "truncated.jsonl.gz" in md and "page.html" in md

@@ -8,8 +8,8 @@ from curation.config import ConfigError, RunConfig, build_config, from_dict, mer
 def test_unknown_keys_wrong_choices_and_switches_name_the_key():
     with pytest.raises(ConfigError, match=r"config.quality: unknown key\(s\) \['min_char'\].*min_chars"):
         from_dict(RunConfig, {"quality": {"min_char": 3}})
-    with pytest.raises(ConfigError, match=r"config.shuffle: must be one of \['sort', 'hash'\], got 'random'"):
-        from_dict(RunConfig, {"shuffle": "random"})
+    with pytest.raises(ConfigError, match=r"config.writer.format: must be one of \['parquet', 'jsonl'\], got 'csv'"):
+        from_dict(RunConfig, {"writer": {"format": "csv"}})
     with pytest.raises(ConfigError, match=r"config.overwrite: must be true or false, got 'yes'"):
         from_dict(RunConfig, {"overwrite": "yes"})
     with pytest.raises(ConfigError, match=r"language.*backend"):
