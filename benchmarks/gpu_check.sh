@@ -7,11 +7,14 @@
 # along in DIR (e.g. `pip download --no-deps -d DIR jsonargparse docstring-parser typeshed-client
 # bitsandbytes` on a machine with network) are installed first into a scratch folder put on PYTHONPATH.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-
+wheels=""
 if [[ "${1:-}" == "--wheels" ]]; then
-  wheels=$2; shift 2
+  wheels=$(cd "$2" && pwd); shift 2  # absolute before the cd below
+fi
+cd "$(dirname "$0")/.."
+
+if [[ -n "$wheels" ]]; then
   site=${GPU_CHECK_SITE:-/tmp/gpu-check-site}
   echo "gpu_check.sh: installing $(ls "$wheels"/*.whl | wc -l) wheel(s) from $wheels into $site (no index)"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" "$wheels"/*.whl

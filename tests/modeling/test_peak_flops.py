@@ -71,3 +71,13 @@ def test_trainer_precision_maps_to_the_matmul_precision(monkeypatch):
     monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")
     assert matmul_precision("32-true") == "tf32"
     assert matmul_precision("64-true") is None
+
+
+def test_a_cuda_device_finds_its_peak_by_name(monkeypatch):
+    # what TokenThroughputMonitor asks on a GPU machine, without one: the device name is all the lookup reads
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    assert device_peak_flops(torch.device("cuda", 0), "bf16-mixed") == pytest.approx(989.4e12)
+    assert device_peak_flops(torch.device("cuda", 0), "16-mixed") == pytest.approx(989.4e12)
+    assert device_peak_flops(torch.device("cuda", 0), "32-true") == pytest.approx(66.9e12)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA B200")
+    assert device_peak_flops(torch.device("cuda", 0), "bf16-mixed") is None
