@@ -13,6 +13,7 @@ parts = [
     ("bench-language.md", None),
     ("bench-tokenizer.md", None),
     ("bench-train.md", None),
+    ("bench-gpu.md", None),  # benchmarks/gpu_check.py, on a GPU machine
 ]
 out = ["# Benchmarks", "",
        "Every figure here was measured with a script in `benchmarks/` that anyone can run; each section gives the",
@@ -25,6 +26,8 @@ out = ["# Benchmarks", "",
        "| training: >= 0.95x a plain HF `Trainer`'s tokens/s on CPU | 0.991x (median of 7 alternating pairs; 0.979x per CPU second) | [training](#training-throughput-our-lightning-module-vs-a-plain-hugging-face-trainer) |",
        ""]
 for name, _ in parts:
+    if not (root / "docs/_sections" / name).exists():
+        continue
     text = (root / "docs/_sections" / name).read_text(encoding="utf-8").strip()
     lines = text.splitlines()
     if lines[0].startswith("### "):

@@ -13,7 +13,7 @@ Target on CPU: ours >= 0.95x.
 
 With a CUDA GPU the script also times a GPT-2 124M (12 x 768, block 1024) in bf16-mixed on both sides and
 reports model FLOPs utilization: (6 N + 12 L d T) FLOPs per token x tokens/s / the GPU's peak bf16 FLOP/s
-(Lightning's table; N excludes the embedding, the tied head counts as a matmul).
+(dense, ``modeling.peak_flops``; N excludes the embedding, the tied head counts as a matmul).
 
 Usage (from the repository root; on a machine shared with others prefer the median of several repeats):
     .venv/bin/python benchmarks/train.py                       # CPU: tiny GPT-2, 3 interleaved repeats
@@ -225,9 +225,9 @@ def main() -> None:
             entry: dict[str, Any] = {"shape": shape, "ours_tokens_per_s": ours, "hf_tokens_per_s": hf,
                                      "ratio_median": ratio, "cpu_time_ratio_median": cpu_ratio, "runs": pairs}
             if mode == "gpu":
-                from lightning.fabric.utilities.throughput import get_available_flops
+                from modeling.peak_flops import lookup_peak_flops
 
-                peak = get_available_flops(torch.device("cuda"), torch.bfloat16)
+                peak = lookup_peak_flops(torch.cuda.get_device_name(), "bf16")
                 flops_per_token = pairs[0]["ours"]["flops_per_step"] / (shape["batch"] * shape["block"])
                 if peak:
                     entry["mfu_ours"] = ours * flops_per_token / peak

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType, rank_zero_info, rank_zero_warn
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
@@ -178,6 +179,7 @@ class CausalLMModule(LightningModule):
         dtype: Dtype = "float32",
         attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None,
         gradient_checkpointing: bool = False,
+        compile: bool = False,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -193,6 +195,9 @@ class CausalLMModule(LightningModule):
             attn_implementation: Attention kernel; None lets transformers pick (SDPA where available).
             gradient_checkpointing: Recompute activations in the backward pass (non-reentrant): less memory,
                 about a third more compute.
+            compile: ``torch.compile`` the model and the loss when training starts: faster steps on a GPU (the
+                loss then never holds an fp32 copy of the logits) after a compile of a minute or so; each new
+                input shape compiles again. Checkpoints and exports are the same as without.
             optimizer: Optimizer factory; default AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True).
             scheduler: LR scheduler factory, stepped every optimizer step; default
                 WarmupCosineLR(warmup_steps=2% of the run).
@@ -214,6 +219,8 @@ class CausalLMModule(LightningModule):
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
+        self.use_compile = compile  # not `self.compile`: that would hide nn.Module.compile()
+        self._loss_fn = token_cross_entropy
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.model: PreTrainedModel | None = None
@@ -243,6 +250,9 @@ class CausalLMModule(LightningModule):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.lora is not None:
             model = self._add_lora(model)
+        # from_pretrained returns a model in eval mode, and Lightning keeps each submodule's mode as it finds it:
+        # without this, fine-tuning would run with dropout off. Follow the LightningModule's own mode instead.
+        model.train(self.training)
         self.model = model
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
@@ -272,7 +282,7 @@ class CausalLMModule(LightningModule):
         # Shift the labels, not the logits: a view of (B, T-1, V) logits would be copied by the flatten.
         targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
         flat = logits.reshape(-1, logits.shape[-1])
-        loss = F.cross_entropy(flat.float(), targets, ignore_index=IGNORE_INDEX)
+        loss = self._loss_fn(flat, targets)
         with torch.no_grad():
             keep = targets != IGNORE_INDEX
             n_tokens = keep.sum()
@@ -318,7 +328,29 @@ class CausalLMModule(LightningModule):
                     "or model.scheduler.init_args.total_steps"
                 )
             scheduler.total_steps = total
+        if self._trainer is not None:
+            rank_zero_info(self._describe_optimization(optimizer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Clip as Lightning does, and also for optimizers that fuse the gradient unscaling into their step.
+
+        Under mixed precision Lightning refuses to clip for such optimizers (fused AdamW: "does not allow for
+        gradient clipping because it performs unscaling of gradients internally") and, under 16-mixed, leaves
+        their gradients scaled until the step. That refusal predates PyTorch's fused kernels learning to read the
+        GradScaler's state: after an explicit ``GradScaler.unscale_`` the scaler hands the fused step only its
+        inf/NaN flag, so the gradients are unscaled exactly once and an overflowed step is still skipped. So:
+        unscale here (16-mixed only; bf16 has no scaler), then clip the true gradients.
+        """
+        plugin = self.trainer.precision_plugin
+        if not (gradient_clip_val and isinstance(plugin, MixedPrecision) and _unscales_in_step(optimizer)):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        if plugin.scaler is not None:
+            plugin.scaler.unscale_(optimizer)
+        algorithm = GradClipAlgorithmType(gradient_clip_algorithm or self.trainer.gradient_clip_algorithm or "norm")
+        Precision.clip_gradients(plugin, optimizer, gradient_clip_val, algorithm)  # the base class: no refusal
 
     # -------------------------------------------------------------------------------------- hooks
     def on_fit_start(self) -> None:
@@ -332,6 +364,12 @@ class CausalLMModule(LightningModule):
                 "or raise model.scratch.max_position_embeddings (from-scratch models only)"
             )
         self._base_seed = torch.initial_seed()
+        if self.use_compile and self._loss_fn is token_cross_entropy:
+            # Here, not in configure_model: a model loaded from a checkpoint for evaluation or generation (varying
+            # shapes, a recompile each) stays uncompiled. nn.Module.compile keeps the state_dict keys unchanged.
+            self.model.compile()
+            self._loss_fn = torch.compile(token_cross_entropy)
+            rank_zero_info("torch.compile: model and loss compile on the first training step")
         if self.lora is not None:
             for logger in self.loggers:
                 logger.log_metrics({"trainable_params": float(self.trainable_params)}, step=0)
@@ -359,6 +397,23 @@ class CausalLMModule(LightningModule):
                 )
 
     # ---------------------------------------------------------------------------------- helpers
+    def _describe_optimization(self, optimizer: torch.optim.Optimizer) -> str:
+        """One log line: the optimizer's kernel, the precision and how clipping meets the gradient scaler."""
+        defaults = optimizer.defaults
+        kernel = ("fused=True" if defaults.get("fused") else
+                  f"fused=False foreach={defaults.get('foreach')}" if "fused" in defaults else "")
+        line = f"optimizer: {type(optimizer).__name__} {kernel}".rstrip() + f", precision {self.trainer.precision}"
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        clip, algorithm = self.trainer.gradient_clip_val, self.trainer.gradient_clip_algorithm or "norm"
+        if not clip:
+            return line + (", GradScaler" if scaler is not None else "") + ", no gradient clipping"
+        if scaler is not None:
+            line += f", GradScaler unscales the gradients, then they are clipped to {algorithm} {clip}"
+            return line + ("; the fused step reads only the scaler's inf/NaN flag" if _unscales_in_step(optimizer)
+                           else "")
+        line += f", gradients clipped to {algorithm} {clip}"
+        return line + (" (bf16: no GradScaler, nothing to unscale)" if "bf16" in str(self.trainer.precision) else "")
+
     def _load_base_model(self) -> PreTrainedModel:
         kwargs: dict[str, Any] = {}
         if self.attn_implementation is not None:
@@ -474,6 +529,16 @@ class CausalLMModule(LightningModule):
         width = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 0)
         attention = 12 * layers * width * seq
         return int((per_token + attention) * batch * seq)
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of (tokens, vocab) logits against targets, skipping IGNORE_INDEX, computed in fp32."""
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
+def _unscales_in_step(optimizer: torch.optim.Optimizer) -> bool:
+    """True for optimizers whose step unscales the gradients itself (PyTorch's fused Adam, AdamW, SGD)."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
 
 
 def _check_qlora_possible(pretrained: str | None, lora: LoraConfig | None) -> None:

@@ -11,6 +11,9 @@ Usage::
     python -m modeling.train fit --config configs/train/gpt2-scratch.yaml --trainer.devices 8 --trainer.strategy ddp
     python -m modeling.train validate --config configs/train/tiny-cpu.yaml --ckpt_path runs/tiny/.../best.ckpt
     python -m modeling.train fit --config configs/train/tiny-cpu.yaml --print_config   # resolved config
+    # torch.compile the model and loss; MFU against a given peak for a GPU modeling/peak_flops.py does not know
+    python -m modeling.train fit --config configs/train/gpt2-scratch.yaml --model.compile true \
+        --throughput.peak_flops 989e12
 
 Each run directory (``<trainer.default_root_dir>/<logger name>/version_N``) keeps ``config.yaml`` (the config it
 ran with), ``checkpoints/`` (best-k by ``val_loss``, the latest step checkpoints, ``last.ckpt``) and ``hf/`` (the
@@ -20,20 +23,22 @@ best model in Hugging Face format, or the LoRA adapter).
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
 
-from modeling.data import TextDataModule
-from modeling.export import HFExportCallback
-from modeling.module import CausalLMModule
+from curation.paths import InputError
+from modeling.data import DataConfigError, TextDataModule
+from modeling.export import HFExportCallback, ModelLoadError
+from modeling.module import CausalLMModule, ModelConfigError
+from modeling.peak_flops import device_peak_flops, matmul_precision
 
 
 class TokenThroughputMonitor(Callback):
@@ -42,17 +47,21 @@ class TokenThroughputMonitor(Callback):
     Lightning's ThroughputMonitor synchronizes the GPU after every batch, which stops the CPU from queueing the
     next step while the GPU works (a loss of up to ~10-20% for mid-sized models); this one synchronizes only at
     the edges of each logging window. Logged: ``train/tokens_per_sec`` (all devices),
-    ``train/tokens_per_sec_per_device``, ``train/tokens`` (seen so far) and, on GPUs whose peak FLOP/s Lightning
-    knows, ``train/mfu`` from the module's ``flops_per_batch``.
+    ``train/tokens_per_sec_per_device``, ``train/tokens`` (seen so far) and ``train/mfu`` (the module's
+    ``flops_per_batch`` against one device's dense peak FLOP/s: ``modeling.peak_flops``'s table, or ``peak_flops``).
     """
 
-    def __init__(self, every_n_steps: int | None = None) -> None:
+    def __init__(self, every_n_steps: int | None = None, peak_flops: float | None = None) -> None:
         """
         Args:
             every_n_steps: Window length in optimizer steps; default ``trainer.log_every_n_steps``.
+            peak_flops: Peak FLOP/s of one device for MFU, e.g. 989e12; default: the dense figure of
+                ``modeling.peak_flops`` for the device and the trainer's precision (set it for a device the table
+                does not know, or to measure against a measured peak).
         """
         super().__init__()
         self.every_n_steps = every_n_steps
+        self.peak_flops = peak_flops
         self._peak_flops: float | None = None
         self._t0 = 0.0
         self._tokens = self._window_tokens = 0
@@ -60,9 +69,15 @@ class TokenThroughputMonitor(Callback):
         self._window_start_step = 0
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        precision = str(trainer.precision)
-        dtype = torch.bfloat16 if "bf16" in precision else torch.float16 if "16" in precision else torch.float32
-        self._peak_flops = get_available_flops(trainer.strategy.root_device, dtype)
+        device = trainer.strategy.root_device
+        self._peak_flops = self.peak_flops or device_peak_flops(device, str(trainer.precision))
+        if self._peak_flops:
+            source = "--throughput.peak_flops" if self.peak_flops else (
+                f"{torch.cuda.get_device_name(device)}, dense {matmul_precision(str(trainer.precision))}")
+            rank_zero_info(f"throughput: MFU against {self._peak_flops / 1e12:,.1f} TFLOP/s per device ({source})")
+        elif device.type == "cuda":
+            rank_zero_info(f"throughput: no peak FLOP/s known for {torch.cuda.get_device_name(device)} at "
+                           f"{trainer.precision}, so no train/mfu; set --throughput.peak_flops to get it")
         self._restart_window(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -165,7 +180,8 @@ def _wandb_key_configured() -> bool:
 
 
 def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
-    """Entry point; ``args`` replaces ``sys.argv[1:]`` (tests and notebooks call this directly)."""
+    """Build the CLI (and run its subcommand); ``args`` replaces ``sys.argv[1:]`` (tests and notebooks call this
+    directly, and get the exceptions)."""
     return TrainCLI(
         CausalLMModule,
         TextDataModule,
@@ -177,5 +193,15 @@ def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
     )
 
 
+def run_command(args: list[str] | None = None) -> int:
+    """``python -m modeling.train``: a configuration or input the run cannot use is one line on stderr, exit 2."""
+    try:
+        main(args)
+    except (ModelConfigError, DataConfigError, ModelLoadError, InputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_command())

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
 from transformers import AutoModelForCausalLM
 
 from modeling.module import (
@@ -131,3 +134,109 @@ def test_gradient_checkpointing_is_non_reentrant():
     ids = torch.randint(0, 50, (2, 8))
     module._shared_step({"input_ids": ids}, "train").backward()
     assert all(p.grad is not None for p in module.model.parameters() if p.requires_grad)
+
+
+class RecordingAdamW(torch.optim.AdamW):
+    """AdamW that records, at each step, the gradient norm it is handed and what the GradScaler told it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[tuple[float, object]] = []
+
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:  # Lightning runs forward and backward in the closure (except under GradScaler)
+            with torch.enable_grad():
+                loss = closure()
+        grads = [p.grad.float() for g in self.param_groups for p in g["params"] if p.grad is not None]
+        self.seen.append((torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item(),
+                          getattr(self, "grad_scale", None)))
+        super().step()
+        return loss
+
+
+def fit_tiny(module: CausalLMModule, steps: int = 3, precision: str = "32-true", **trainer_kwargs) -> pl.Trainer:
+    """A few optimizer steps on random token ids, on CPU, without logging or checkpoints.
+
+    ``16-mixed`` is given as a plugin: from the flag alone Lightning swaps it for bf16-mixed on a CPU, and the
+    fp16 GradScaler path (the QLoRA config's, on GPUs) would go untested.
+    """
+    if precision == "16-mixed":
+        trainer_kwargs["plugins"] = [MixedPrecision("16-mixed", device="cpu")]
+    else:
+        trainer_kwargs["precision"] = precision
+    ids = torch.randint(0, 50, (4 * steps, 8), generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader([{"input_ids": row} for row in ids], batch_size=4)
+    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, **trainer_kwargs)
+    trainer.fit(module, train_dataloaders=loader)
+    return trainer
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "foreach"])
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "16-mixed", "bf16-true"])
+def test_adamw_clips_true_gradients_under_every_precision(precision, fused):
+    """The shipped configs' combination (fused AdamW + clipping + mixed precision) trains; the optimizer sees the
+    gradients unscaled exactly once and clipped (a limit of 1e-3 always binds here)."""
+    torch.manual_seed(0)
+    optimizers = []
+
+    def make(params):
+        optimizers.append(RecordingAdamW(params, lr=1e-3, fused=fused, foreach=None if fused else True))
+        return optimizers[0]
+
+    module = CausalLMModule(scratch=TINY, vocab_size=50, optimizer=make)
+    fit_tiny(module, gradient_clip_val=1e-3, precision=precision)
+    norms = [norm for norm, _ in optimizers[0].seen if math.isfinite(norm)]
+    assert len(optimizers[0].seen) == 3 and norms, optimizers[0].seen
+    assert max(norms) <= 1e-3 * 1.01, norms
+    if fused and precision == "16-mixed":  # unscaled by us: the scaler must not hand the fused step its scale
+        assert all(scale is None for _, scale in optimizers[0].seen)
+    line = module._describe_optimization(optimizers[0])
+    assert f"fused={fused}" in line and precision in line and "clipped to norm 0.001" in line
+
+
+def test_clipping_off_and_the_log_line_says_so():
+    module = CausalLMModule(scratch=TINY, vocab_size=50)  # the default optimizer: fused AdamW
+    trainer = fit_tiny(module, steps=1, precision="16-mixed")
+    line = module._describe_optimization(trainer.optimizers[0])
+    assert line.startswith("optimizer: AdamW fused=True, precision 16-mixed") and "no gradient clipping" in line
+
+
+class DropoutSpy(CausalLMModule):
+    """Records, inside each training_step, whether the Hugging Face model's dropout layers are in training mode."""
+
+    def training_step(self, batch, batch_idx):
+        self.dropout_modes = {m.training for m in self.model.modules() if isinstance(m, torch.nn.Dropout)}
+        self.dropout_probs = {m.p for m in self.model.modules() if isinstance(m, torch.nn.Dropout)}
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("lora", [None, LoraConfig(r=4, dropout=0.1)], ids=["full", "lora"])
+def test_fine_tuning_a_pretrained_model_trains_with_dropout_on(gpt2_dir, lora):
+    # the tiny GPT-2 keeps GPT-2's dropout of 0.1; from_pretrained hands it over in eval mode
+    assert not AutoModelForCausalLM.from_pretrained(gpt2_dir).training
+    module = DropoutSpy(pretrained=str(gpt2_dir), lora=lora)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit_tiny(module, steps=1)
+    assert module.dropout_modes == {True} and max(module.dropout_probs) > 0
+    assert not [w for w in caught if "eval mode" in str(w.message)]
+
+
+def test_compile_option_compiles_model_and_loss_when_training_starts(monkeypatch):
+    compiled = []
+
+    def fake_compile(fn, *args, **kwargs):  # a real compile takes minutes on a small CPU; the wiring is the point
+        compiled.append(getattr(fn, "__name__", type(fn).__name__))
+        return fn
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    module = CausalLMModule(scratch=TINY, vocab_size=50, compile=True)
+    module.configure_model()
+    keys = list(module.model.state_dict())
+    assert compiled == []  # not at build time: a model loaded for evaluation stays uncompiled
+    fit_tiny(module, steps=2, precision="bf16-mixed", gradient_clip_val=1.0)
+    assert compiled == ["_call_impl", "token_cross_entropy"]
+    assert list(module.model.state_dict()) == keys  # checkpoints and exports look as without compile
+    assert callable(module.compile)  # the option does not hide nn.Module.compile
