@@ -70,6 +70,11 @@ def _mixed_inputs(d):
     return d
 
 
+def _small_run(tmp_path):
+    return build_config(None, {"input": [str(_mixed_inputs(tmp_path / "in"))], "output": str(tmp_path / "out"),
+                               "progress": False, "steps": ["normalize", "dedup"]})
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_mixed_column_types_across_files_give_one_schema(ray_local, tmp_path):
@@ -93,9 +98,7 @@ def test_a_broken_count_stops_the_run_before_the_marker(ray_local, tmp_path, mon
     """If a step lost a row, the run fails loudly and the output is not marked finished."""
     from curation import pipeline
 
-    src = _mixed_inputs(tmp_path / "in")
-    cfg = build_config(None, {"input": [str(src)], "output": str(tmp_path / "out"), "progress": False,
-                              "steps": ["normalize", "dedup"]})
+    cfg = _small_run(tmp_path)
     real = pipeline.build_report
 
     def lose_a_row(*args, **kwargs):
@@ -115,9 +118,7 @@ def test_a_broken_count_stops_the_run_before_the_marker(ray_local, tmp_path, mon
 def test_a_reader_that_merges_records_stops_the_run_before_any_shard(ray_local, tmp_path, monkeypatch):
     from curation import pipeline
 
-    src = _mixed_inputs(tmp_path / "in")
-    cfg = build_config(None, {"input": [str(src)], "output": str(tmp_path / "out"), "progress": False,
-                              "steps": ["normalize", "dedup"]})
+    cfg = _small_run(tmp_path)
     real = pipeline._stage1
 
     def merged(*args, **kwargs):

@@ -9,26 +9,14 @@ import pytest
 
 from curation import columns
 from curation.io import (
-    ReadAccount,
     ReaderConfig,
     WriterConfig,
     atomic_write,
     plan_reads,
-    read_task,
     write_table,
 )
 from curation.paths import InputError, resolve_paths
-
-
-def _read_all(inputs, text_column="text", cfg=ReaderConfig(), reserved=frozenset()):
-    """All rows of ``inputs``; checks on the way that each task yields one row per record it counted."""
-    tables = []
-    for task in plan_reads(inputs, text_column, cfg, reserved).tasks:
-        account = ReadAccount(task.source)
-        got = list(read_task(task, text_column, cfg, reserved, account))
-        assert sum(t.num_rows for t in got) == account.records, task
-        tables += got
-    return pa.concat_tables(tables, promote_options="permissive").to_pylist() if tables else []
+from tests.curation.readers import read_all
 
 
 def test_missing_path_names_it_and_lists_folder(tmp_path):
@@ -71,7 +59,7 @@ def test_bad_rows_are_counted_not_raised(tmp_path):
         json.dumps({"text": "lone \ud800 surrogate"}).encode(),
     ]
     (tmp_path / "x.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    rows = _read_all([str(tmp_path / "x.jsonl")])
+    rows = read_all([str(tmp_path / "x.jsonl")])
     reasons = [r[columns.DROP_REASON] for r in rows]
     assert reasons == [None, "malformed_json", "malformed_json", "null_text", "null_text", "non_string_text",
                        "empty_text", "invalid_utf8", "invalid_utf8"]
@@ -82,9 +70,9 @@ def test_bad_rows_are_counted_not_raised(tmp_path):
 def test_ids_kept_or_assigned_deterministically(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"text": "a", "id": 7}\n{"text": "b", "id": "x"}\n')
     (tmp_path / "b.jsonl").write_text('{"text": "c"}\n{"text": "d"}\n')
-    rows = _read_all([str(tmp_path)])
+    rows = read_all([str(tmp_path)])
     assert [r["id"] for r in rows] == ["7", "x", "b.jsonl:000000000000", "b.jsonl:000000000014"]
-    assert rows == _read_all([str(tmp_path)])
+    assert rows == read_all([str(tmp_path)])
 
 
 def test_large_jsonl_is_split_without_losing_or_repeating_lines(tmp_path):
@@ -93,7 +81,7 @@ def test_large_jsonl_is_split_without_losing_or_repeating_lines(tmp_path):
     cfg = ReaderConfig(split_bytes=4096)
     tasks = plan_reads([str(p)], "text", cfg).tasks
     assert len(tasks) > 20
-    texts = [r["text"] for r in _read_all([str(p)], cfg=cfg)]
+    texts = [r["text"] for r in read_all([str(p)], cfg=cfg)]
     assert texts == [f"row {i} " + "x" * (i % 50) for i in range(3000)]
 
 
@@ -103,21 +91,21 @@ def test_gzip_csv_parquet_text_formats(tmp_path):
     (tmp_path / "customer_logs.csv").write_text('id,text,agent\n1,"Hello, ""quoted""\nmultiline",bob\n2,bye,\n3,short\n')
     pq.write_table(pa.table({"text": ["pq1", "pq2"], "score": [0.5, 0.7]}), tmp_path / "c.parquet", row_group_size=1)
     (tmp_path / "d.txt").write_text("a whole\ndocument\n")
-    rows = _read_all([str(tmp_path)])
+    rows = read_all([str(tmp_path)])
     by_text = {r["text"]: r for r in rows if r["text"]}
     assert by_text['Hello, "quoted"\nmultiline']["agent"] == "bob"
     assert "gz row" in by_text and "pq2" in by_text and by_text["pq2"]["score"] == 0.7
     assert by_text["a whole\ndocument\n"]["source"].endswith("d.txt")
     bad = [r for r in rows if r[columns.DROP_REASON] == "malformed_csv"]
     assert [r["id"] for r in bad] == ["customer_logs.csv:000000000003"]  # 2 fields, header has 3
-    lines = _read_all([str(tmp_path / "d.txt")], cfg=ReaderConfig(text_mode="line"))
+    lines = read_all([str(tmp_path / "d.txt")], cfg=ReaderConfig(text_mode="line"))
     assert [r["text"] for r in lines] == ["a whole", "document"]
 
 
 def test_ten_megabyte_document(tmp_path):
     big = "word " * 2_000_000
     (tmp_path / "big.jsonl").write_text(json.dumps({"text": big}) + "\n")
-    rows = _read_all([str(tmp_path / "big.jsonl")])
+    rows = read_all([str(tmp_path / "big.jsonl")])
     assert len(rows) == 1 and len(rows[0]["text"]) == len(big)
 
 
@@ -125,10 +113,10 @@ def test_hf_dataset_local_folder(tmp_path):
     src = tmp_path / "hfdata"
     src.mkdir()
     (src / "train.jsonl").write_text('{"text": "from hf one"}\n{"text": "from hf two"}\n')
-    rows = _read_all([f"hf://{src}"])
+    rows = read_all([f"hf://{src}"])
     assert [r["text"] for r in rows] == ["from hf one", "from hf two"]
     assert rows[0]["id"].endswith(":000000000000")
-    streamed = _read_all([f"hf://{src}"], cfg=ReaderConfig(hf_streaming=True))
+    streamed = read_all([f"hf://{src}"], cfg=ReaderConfig(hf_streaming=True))
     assert [r["text"] for r in streamed] == ["from hf one", "from hf two"]
     with pytest.raises(InputError, match="no text column 'body'"):
         plan_reads([f"hf://{src}"], "body")

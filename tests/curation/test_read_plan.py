@@ -9,19 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import columns
-from curation.io import ReadAccount, ReaderConfig, plan_reads, read_task, rename_columns
+from curation.io import ReaderConfig, plan_reads, rename_columns
 from curation.paths import InputError, list_inputs
-
-
-def _read_all(inputs, text_column="text", cfg=ReaderConfig(), reserved=frozenset()):
-    """All rows of ``inputs``; checks on the way that each task yields one row per record it counted."""
-    tables = []
-    for task in plan_reads(inputs, text_column, cfg, reserved).tasks:
-        account = ReadAccount(task.source)
-        got = list(read_task(task, text_column, cfg, reserved, account))
-        assert sum(t.num_rows for t in got) == account.records, task
-        tables += got
-    return pa.concat_tables(tables, promote_options="permissive").to_pylist() if tables else []
+from tests.curation.readers import read_all
 
 
 def _jsonl(path, rows):
@@ -38,11 +28,11 @@ def test_same_data_same_rows_from_any_working_directory(tmp_path, monkeypatch):
     (raw / "sub").mkdir()
     (raw / "sub" / "b.csv").write_text("text,n\nthree,3\n")
     monkeypatch.chdir(tmp_path / "project")
-    from_project = _read_all(["data/raw"])
+    from_project = read_all(["data/raw"])
     plan = plan_reads(["data/raw"], "text")
     (tmp_path / "project" / "data" / "notes").mkdir()
     monkeypatch.chdir(tmp_path / "project" / "data" / "notes")
-    from_data = _read_all(["../raw"])
+    from_data = read_all(["../raw"])
     assert from_project == from_data
     assert [r["id"] for r in from_project] == ["a.jsonl:000000000000", "a.jsonl:000000000016", "sub/b.csv:000000000001"]
     assert [r["source"] for r in from_project] == ["a.jsonl", "a.jsonl", "sub/b.csv"]
@@ -74,7 +64,7 @@ def test_hf_source_and_own_columns(tmp_path):
     plan = plan_reads([f"hf://{src}"], "text", reserved=columns.reserved(["language"]))
     assert plan.tasks[0].source == f"hf://{src}" and plan.root == ""
     assert plan.renamed == {"lang": "input_lang"}
-    rows = _read_all([f"hf://{src}"], reserved=columns.reserved(["language"]))
+    rows = read_all([f"hf://{src}"], reserved=columns.reserved(["language"]))
     assert rows[0]["source"] == f"hf://{src}" and rows[0]["input_lang"] == "xx" and "lang" not in rows[0]
 
 
@@ -82,7 +72,7 @@ def test_own_source_column_is_kept_as_strings(tmp_path):
     _jsonl(tmp_path / "a.jsonl", [{"text": "a", "source": 3}, {"text": "b", "source": None},
                                   {"text": "c", "source": "web"}, {"text": "d"}])
     pq.write_table(pa.table({"text": ["p", "q"], "source": [1, 2]}), tmp_path / "b.parquet")
-    rows = _read_all([str(tmp_path)])
+    rows = read_all([str(tmp_path)])
     assert [r["source"] for r in rows] == ["3", None, "web", "a.jsonl", "1", "2"]
 
 
@@ -128,11 +118,11 @@ def test_empty_files_are_listed_not_fatal(tmp_path):
     assert sorted(plan.empty) == ["array.json", "blank.jsonl", "bom.jsonl", "empty.csv.gz", "header.csv",
                                   "none.parquet", "zero.jsonl", "zero.txt", "zero_bytes.jsonl.gz"]
     assert [t.source for t in plan.tasks] == ["good.jsonl"]
-    assert [r["text"] for r in _read_all([str(tmp_path)])] == ["kept"]
+    assert [r["text"] for r in read_all([str(tmp_path)])] == ["kept"]
     (tmp_path / "good.jsonl").unlink()
     only_empty = plan_reads([str(tmp_path)], "text")  # a folder of empty files reads as 0 rows
     assert only_empty.tasks == [] and len(only_empty.empty) == 9
-    assert _read_all([str(tmp_path)]) == []
+    assert read_all([str(tmp_path)]) == []
 
 
 # --------------------------------------------------------------------------------------- column names
@@ -147,13 +137,13 @@ def test_user_columns_named_like_internal_ones_are_renamed_never_dropped(tmp_pat
         plan = plan_reads([str(tmp_path)], "text", reserved=reserved)
     assert plan.renamed == {"_cur_x": "input__cur_x", "lang": "input_lang_2", "lang_score": "input_lang_score"}
     assert "lang -> input_lang_2" in caplog.text
-    row = _read_all([str(tmp_path)], reserved=reserved)[0]
+    row = read_all([str(tmp_path)], reserved=reserved)[0]
     assert {k: row[k] for k in ("input__cur_x", "_stats", "drop_reason", "input_lang_2", "input_lang",
                                 "input_lang_score")} == {"input__cur_x": 1, "_stats": 2, "drop_reason": "mine",
                                                          "input_lang_2": "en", "input_lang": "taken",
                                                          "input_lang_score": 0.5}
     assert row[columns.DROP_REASON] is None and "lang" not in row and "_cur_x" not in row
-    plain = _read_all([str(tmp_path)])[0]  # no language step: lang is the user's and stays
+    plain = read_all([str(tmp_path)])[0]  # no language step: lang is the user's and stays
     assert plain["lang"] == "en" and plain["input__cur_x"] == 1
 
 
@@ -164,12 +154,12 @@ def test_renames_in_csv_headers_parquet_schemas_and_other_id_columns(tmp_path):
     plan = plan_reads([str(tmp_path)], "text", reserved=reserved)
     assert plan.renamed == {"lang": "input_lang", "_cur_drop_reason": "input__cur_drop_reason",
                             "pii_counts": "input_pii_counts"}
-    rows = _read_all([str(tmp_path)], reserved=reserved)
+    rows = read_all([str(tmp_path)], reserved=reserved)
     assert rows[0]["input_lang"] == "de" and rows[0]["input__cur_drop_reason"] == "x"
     assert rows[0][columns.DROP_REASON] is None and rows[1]["input_pii_counts"] == 3
     _jsonl(tmp_path / "c" / "c.jsonl", [{"text": "t", "doc_id": 5, "id": "theirs"}])
     cfg = ReaderConfig(id_column="doc_id")
-    row = _read_all([str(tmp_path / "c")], cfg=cfg)[0]
+    row = read_all([str(tmp_path / "c")], cfg=cfg)[0]
     assert row["id"] == "5" and row["input_id"] == "theirs" and row["doc_id"] == 5
     assert rename_columns(["b", "a", "input_a"], "text", frozenset({"a", "b"})) == {"a": "input_a_2", "b": "input_b"}
 
