@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from typing import Any
 
@@ -25,6 +26,14 @@ import yaml
 
 from curation.config import STEP_ORDER, ConfigError, build_config, to_dict
 from curation.paths import InputError
+
+
+class Interrupted(BaseException):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt, so the run stops the same way."""
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted(signum)
 
 
 def _csv(value: str) -> list[str]:
@@ -35,8 +44,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m curation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run the curation pipeline",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # flags default to None (= "not given", so the YAML's value stands); the help names the real defaults
+    r = sub.add_parser("run", help="run the curation pipeline")
     r.add_argument("--config", help="YAML config (every key of RunConfig; see configs/curation/)")
     r.add_argument("--input", action="append", help="file, directory, glob or hf://DATASET; repeatable")
     r.add_argument("--output", help="output directory")
@@ -98,17 +107,28 @@ def main(argv: list[str] | None = None) -> int:
     from curation.pipeline import run  # imports Ray; kept out of --help and config errors
     from curation.report import summary_lines
 
+    previous = signal.getsignal(signal.SIGTERM)
     try:
-        report = run(cfg)
+        # docker stop, kill, a scheduler's SIGTERM: stop like Ctrl-C. Installed once Ray runs, because ray.init
+        # installs a handler of its own that would exit with a core dump message and no word from us.
+        report = run(cfg, on_ray_started=lambda: signal.signal(signal.SIGTERM, _raise_interrupted))
     except (InputError, OutputError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Interrupted) as e:
+        code = 143 if isinstance(e, Interrupted) else 130
+        print(f"\ninterrupted ({'SIGTERM' if code == 143 else 'SIGINT'}): {cfg.output} is not marked finished (no "
+              f"_SUCCESS); the read tasks and shards it completed are kept: rerun the same command with --resume.",
+              file=sys.stderr)
+        return code
     except Exception:
         logging.getLogger("curation").exception("curation run failed")
         print(f"error: the run failed (see above). {cfg.output} is not marked finished (no _SUCCESS); the read "
               f"tasks and shards it completed are kept: fix the cause and rerun the same command with --resume.",
               file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print("\n".join(["", "Curation finished:", *("  " + line for line in summary_lines(report)),
                      f"  output: {cfg.output}  (report.json, report.md)"]))
     sys.stdout.flush()

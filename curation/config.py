@@ -8,6 +8,7 @@ ignored would run an hour with the wrong settings.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -165,6 +166,8 @@ def build_config(yaml_path: str | Path | None, overrides: dict[str, Any]) -> Run
         raise ConfigError("no input: pass --input PATH_OR_GLOB (or input: [...] in the config)")
     if not cfg.output:
         raise ConfigError("no output: pass --output DIR (or output: in the config)")
+    if cfg.output.startswith("~"):  # a YAML value or a quoted flag: the shell did not expand it, and Ray workers
+        cfg = dataclasses.replace(cfg, output=os.path.expanduser(cfg.output))  # would expand it differently
     return cfg
 
 

@@ -27,15 +27,18 @@ Pure Python, no Ray: modeling imports :func:`require_complete` and :func:`curate
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import json
 import os
 import re
+import socket
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from curation.paths import InputError
 
@@ -49,6 +52,9 @@ WORK_DIR = f"{STATE_DIR}/work"
 """Results of finished read tasks and shards of a run in progress: what ``--resume`` reuses."""
 MANIFEST = f"{STATE_DIR}/manifest.json"
 RUN_FILE = f"{STATE_DIR}/run.json"
+LOCK = f"{STATE_DIR}/lock"
+"""Held (``flock``) by the run writing the folder: a second run into it is refused while the first lives; the
+kernel releases it when the holder dies, so a killed run never leaves a stale lock."""
 MARKER = "_SUCCESS"
 """Completion marker. Its presence means: the conservation check passed and report.json is this run's."""
 REPORT_FILES = ("report.json", "report.md", "languages.png", "lengths.png")
@@ -85,7 +91,14 @@ def curation_root(path: str | os.PathLike[str]) -> Path | None:
 
 
 def require_complete(path: str | os.PathLike[str]) -> None:
-    """Raise :class:`IncompleteOutputError` if ``path`` belongs to a curation output without ``_SUCCESS``."""
+    """Raise :class:`IncompleteOutputError` if ``path`` belongs to a curation output without ``_SUCCESS``, or
+    lies in the tool's bookkeeping folder (``.curation/work`` holds cleaned but not deduplicated rows)."""
+    p = Path(path).absolute()
+    for parent in p.parents if p.name != STATE_DIR else (p, *p.parents):
+        if parent.name == STATE_DIR and (parent / "manifest.json").is_file():
+            raise IncompleteOutputError(
+                f"{path}: this is the curation tool's bookkeeping ({parent}), not curated data; point at "
+                f"{parent.parent} (or its {DATA_DIR}/ folder) instead.")
     root = curation_root(path)
     if root is None or (root / MARKER).is_file():
         return
@@ -111,9 +124,11 @@ def curated_data_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def _input_root(spec: str) -> Path | None:
-    """The file or folder an input spec reads from (a glob's folder part); None for hf:// inputs."""
+    """The file or folder an input spec reads from (a glob's folder part); None for hf:// inputs other than a
+    local folder (``hf://./my_data``)."""
     if spec.startswith("hf://"):
-        return None
+        local = Path(os.path.expanduser(spec[len("hf://"):]))
+        return local.resolve() if local.exists() else None
     spec = os.path.expanduser(spec)
     if glob.has_magic(spec):
         head = re.split(r"[*?\[]", spec, maxsplit=1)[0]
@@ -225,14 +240,40 @@ def remove_own_files(out: Path, manifest: Manifest) -> None:
 
 @dataclass
 class OutputState:
-    """The result of :func:`prepare_output`: what to do with the folder."""
+    """The result of :func:`prepare_output`: what to do with the folder, and the lock held on it."""
 
     out: Path
     manifest: Manifest
     resume: bool = False
     """True when ``--resume`` continues an unfinished run whose plan matches."""
     already_complete: bool = False
-    """True when ``--resume`` found a finished run: nothing to do."""
+    """True when ``--resume`` found a finished run of the same plan: nothing to do."""
+    lock: IO[str] | None = None
+
+    def release(self) -> None:
+        """Let another run use the folder (also happens when the process ends, however it ends)."""
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
+
+
+def _acquire_lock(out: Path) -> IO[str]:
+    """Take the folder's lock, or refuse naming the run that holds it."""
+    (out / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    fh = open(out / LOCK, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise OutputError(f"--output {str(out)!r} is being written by another curation run ({holder}); wait for "
+                          f"it to finish or stop it, then run again (with --resume to finish its work)") from e
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    fh.flush()
+    return fh
 
 
 def prepare_output(output: str | os.PathLike[str], *, inputs: Sequence[str], overwrite: bool, resume: bool,
@@ -259,19 +300,40 @@ def prepare_output(output: str | os.PathLike[str], *, inputs: Sequence[str], ove
                 f"--output {str(out)!r} already holds {', '.join(foreign)} not written by this tool (there is no "
                 f"{MANIFEST}), so it is left alone, also with --overwrite. Choose a new or empty folder."
             )
-    state = OutputState(out=out, manifest=Manifest())
-    if has_manifest:
+    created = [] if out.exists() else ["."]
+    if not (out / STATE_DIR).exists():
+        created.append(STATE_DIR)
+    try:
+        lock = _acquire_lock(out)  # before anything is read to decide, or removed
+    except OSError as e:
+        raise OutputError(f"cannot write to --output {str(out)!r}: {e.strerror or e}. Choose a folder you can "
+                          f"write to.") from e
+    state = OutputState(out=out, manifest=Manifest(), lock=lock)
+    try:
+        _prepare_locked(state, overwrite=overwrite, resume=resume, planned_files=planned_files, plan=plan,
+                        created=created)
+    except BaseException:
+        state.release()
+        raise
+    return state
+
+
+def _prepare_locked(state: OutputState, *, overwrite: bool, resume: bool, planned_files: Iterable[str],
+                    plan: dict[str, Any], created: list[str]) -> None:
+    out = state.out
+    if (out / MANIFEST).is_file():
         old = Manifest.load(out)
         complete = (out / MARKER).is_file()
         if resume:
-            if complete:
-                state.manifest, state.already_complete = old, True
-                return state
             _check_same_plan(out, plan)
-            state.manifest, state.resume = old, True
+            state.manifest = old
+            if complete:
+                state.already_complete = True
+                return
+            state.resume = True
             state.manifest.files = sorted(set(old.files) | set(planned_files))
             state.manifest.save(out)
-            return state
+            return
         if not overwrite:
             what = "a finished curation run" if complete else "an unfinished curation run (no _SUCCESS)"
             hint = ("pass --overwrite to replace it, or choose another folder" if complete else
@@ -281,23 +343,18 @@ def prepare_output(output: str | os.PathLike[str], *, inputs: Sequence[str], ove
         remove_own_files(out, old)
         state.manifest.created_dirs = list(old.created_dirs)
     # a fresh run: create what is missing, remember what we created, prove the folder is writable
-    created = []
     try:
-        if not out.exists():
-            out.mkdir(parents=True)
-            created.append(".")
-        for d in (STATE_DIR, DATA_DIR, DROPPED_DIR):
+        for d in (DATA_DIR, DROPPED_DIR):
             if not (out / d).exists():
                 created.append(d)
         state.manifest.created_dirs = sorted(set(state.manifest.created_dirs) | set(created))
         state.manifest.files = sorted(set(planned_files) | {MARKER, *REPORT_FILES})
-        state.manifest.save(out)  # the first write: fails here, before Ray, if the folder is not writable
+        state.manifest.save(out)  # the first write of data: fails here, before Ray, if the folder is full
         write_json_atomic(out / RUN_FILE, plan)
         (out / DATA_DIR).mkdir(exist_ok=True)
     except OSError as e:
         raise OutputError(f"cannot write to --output {str(out)!r}: {e.strerror or e}. Choose a folder you can "
                           f"write to.") from e
-    return state
 
 
 def _check_same_plan(out: Path, plan: dict[str, Any]) -> None:
@@ -310,17 +367,22 @@ def _check_same_plan(out: Path, plan: dict[str, Any]) -> None:
     if changed:
         raise OutputError(
             f"--resume: the run in {str(out)!r} was planned from different settings or inputs; changed: "
-            f"{', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''}. Resume with the same config and "
-            f"inputs, or start over with --overwrite."
+            f"{', '.join(changed[:8])}{' ...' if len(changed) > 8 else ''} (an input changed when its size, "
+            f"modification time or content did). Resume with the same config and inputs, or start over with "
+            f"--overwrite."
         )
 
 
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:
-    """Dotted keys where two JSON values differ (lists compared whole)."""
+    """Keys where two JSON values differ (lists compared whole): ``settings.language.languages``,
+    ``inputs['logs/a.jsonl']``."""
+    if (isinstance(a, dict) and b is None) or (isinstance(b, dict) and a is None):
+        a, b = a or {}, b or {}  # a key only one side has: name what lies under it
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+            key = f"{where}[{k!r}]" if ("/" in k or "." in k) else (f"{where}.{k}" if where else k)
+            out += _diff(a.get(k), b.get(k), key)
         return out
     return [] if a == b else [where or "(all)"]
 

@@ -330,15 +330,17 @@ def init_ray(cfg: RunConfig) -> None:
                  log_to_driver=True, configure_logging=False)
 
 
-RESUME_IGNORES = ("output", "overwrite", "resume", "progress", "num_cpus", "ray_address")
-"""Settings that do not change a run's results: ``--resume`` may change them."""
+RESUME_IGNORES = ("input", "output", "overwrite", "resume", "progress", "num_cpus", "ray_address")
+"""Settings that do not change a run's results: ``--resume`` may change them. ``input`` is compared as the files
+it resolves to (``inputs``, ``tasks``), so ``data/raw`` and ``/abs/path/data/raw`` are the same input."""
 
 
 def plan_record(cfg: RunConfig, tasks: list[ReadTask], num_shards: int) -> dict[str, Any]:
     """What the results are computed from; ``--resume`` continues only a run planned from the same."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUME_IGNORES}
-    return {"version": 1, "settings": settings, "num_shards": num_shards,
-            "inputs": fingerprint_inputs(tasks), "tasks": [asdict(t) for t in tasks]}
+    inputs = {f.pop("path"): f for f in fingerprint_inputs(tasks)}
+    return {"version": 1, "settings": settings, "num_shards": num_shards, "inputs": inputs,
+            "tasks": [asdict(t) for t in tasks]}
 
 
 def planned_files(cfg: RunConfig, num_shards: int) -> list[str]:
@@ -408,11 +410,12 @@ def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema,
     return [layout.read_json(_shard_file(work, s)) for s in range(num_shards)], ran
 
 
-def run(cfg: RunConfig) -> dict[str, Any]:
+def run(cfg: RunConfig, on_ray_started: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Run the pipeline end to end; returns the report (also written to ``output/report.json``).
 
     Everything that can be checked is checked before Ray starts: inputs, the text column, the output folder
-    (nesting, foreign files, writability, ``--resume`` against the recorded plan)."""
+    (nesting, foreign files, writability, a run in progress, ``--resume`` against the recorded plan).
+    ``on_ray_started`` is called once Ray is up (the CLI installs its SIGTERM handler there)."""
     t_start = time.time()
     plan = plan_reads(cfg.input, cfg.text_column, cfg.reader, columns.reserved(cfg.ordered_steps))
     tasks = plan.tasks
@@ -421,6 +424,15 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     state = layout.prepare_output(cfg.output, inputs=cfg.input, overwrite=cfg.overwrite, resume=cfg.resume,
                                   planned_files=planned_files(cfg, num_shards),
                                   plan=plan_record(cfg, tasks, num_shards))
+    try:
+        return _run_locked(cfg, plan, state, num_shards, input_bytes, t_start, on_ray_started)
+    finally:
+        state.release()
+
+
+def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards: int, input_bytes: int,
+                t_start: float, on_ray_started: Callable[[], Any] | None) -> dict[str, Any]:
+    tasks = plan.tasks
     out = state.out
     if state.already_complete:
         log.info("%s holds a finished run already (%s): nothing to resume", out, layout.MARKER)
@@ -431,6 +443,8 @@ def run(cfg: RunConfig) -> dict[str, Any]:
     log.info("planned %d read tasks over %.1f MB -> %d output shards%s", len(tasks), input_bytes / 2**20,
              num_shards, " (resuming)" if state.resume else "")
     init_ray(cfg)
+    if on_ray_started is not None:
+        on_ray_started()
     _configure_ray_data(cfg)
     t_ray = time.time()
     reserved = columns.reserved(cfg.ordered_steps)

@@ -236,7 +236,7 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                      f"{len(files.get('empty', []))} empty, {len(files.get('skipped', []))} skipped "
                      f"(see report.md)")
     if report["pii"]:
-        lines.append("PII redacted: " + ", ".join(f"{k}={v:,}" for k, v in report["pii"].items() if v) or "none")
+        lines.append("PII redacted: " + (", ".join(f"{k}={v:,}" for k, v in report["pii"].items() if v) or "none"))
     return lines
 
 

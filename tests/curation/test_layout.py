@@ -183,3 +183,42 @@ def test_finish_removes_temporaries_of_killed_writers_and_the_work_folder(tmp_pa
     layout.finish(out)
     assert not tmp.exists() and not (out / layout.WORK_DIR).exists()
     assert (out / "data" / ".hidden-user-file").read_text() == "mine"
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    out = tmp_path / "o"
+    first = _prepare(out)
+    with pytest.raises(OutputError, match=r"being written by another curation run \(pid \d+"):
+        _prepare(out, overwrite=True)
+    with pytest.raises(OutputError, match="being written by another curation run"):
+        _prepare(out, resume=True)
+    assert Manifest.load(out).files  # the running run's bookkeeping is untouched
+    first.release()  # as when the first run ends, however it ends
+    _prepare(out, resume=True).release()
+
+
+def test_resume_of_a_finished_run_with_other_settings_is_refused(tmp_path):
+    out = tmp_path / "o"
+    before = {**PLAN, "inputs": {"logs/a.jsonl": {"bytes": 2}, "logs/b.jsonl": {"bytes": 5}}}
+    _prepare(out, plan=before).release()
+    _finish_fake_run(out)
+    with pytest.raises(OutputError, match=r"changed: inputs\['logs/a\.jsonl'\]\.bytes \("):
+        _prepare(out, resume=True, plan={**before, "inputs": {**before["inputs"], "logs/a.jsonl": {"bytes": 3}}})
+    assert (out / layout.MARKER).is_file()
+
+
+def test_consumers_refuse_the_tools_bookkeeping(tmp_path):
+    out = tmp_path / "o"
+    _prepare(out).release()
+    _finish_fake_run(out)
+    (out / layout.WORK_DIR / "tasks").mkdir(parents=True)
+    for p in (out / layout.WORK_DIR / "tasks", out / layout.STATE_DIR):
+        with pytest.raises(IncompleteOutputError, match="bookkeeping"):
+            layout.require_complete(p)
+
+
+def test_a_local_hf_folder_counts_as_an_input_for_nesting(tmp_path, monkeypatch):
+    (tmp_path / "hfin").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="lies inside the input"):
+        _prepare("hfin/out", inputs=["hf://./hfin"])

@@ -54,11 +54,11 @@ def _cli(corpus, out, *extra, timeout=300):
                           timeout=timeout)
 
 
-def _start(corpus, out):
+def _start(corpus, out, *extra, stderr=subprocess.DEVNULL):
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.Popen([sys.executable, "-m", "curation", "run", "--config", str(corpus / "cfg.yaml"),
-                             "--output", str(out)], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                             "--output", str(out), *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=stderr, text=True, start_new_session=True)
 
 
 def _digest(out: Path) -> dict[str, str]:
@@ -170,3 +170,33 @@ def test_crash_before_the_marker_then_resume_redoes_only_missing_shards(corpus, 
     assert report["resume"]["shards_reused"] == 2
     assert report["resume"]["read_tasks_reused"] == report["resume"]["read_tasks"]
     _assert_same_as_reference(out, reference)
+
+
+def test_sigterm_and_ctrl_c_stop_with_a_word_and_resume_finishes(corpus, reference, tmp_path):
+    out = tmp_path / "out"
+    for sig, code, name, extra in ((signal.SIGTERM, 143, "SIGTERM", ()), (signal.SIGINT, 130, "SIGINT", ("--resume",))):
+        before = _tasks_done(out) if out.exists() else 0
+        proc = _start(corpus, out, *extra, stderr=subprocess.PIPE)
+        _wait_for(lambda b=before: out.exists() and _tasks_done(out) >= b + 2, proc)
+        proc.send_signal(sig)  # to the driver alone, as `kill PID` or docker stop; Ctrl-C in a terminal
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err[-3000:]
+        assert f"interrupted ({name})" in err and "--resume" in err and "Traceback" not in err
+        assert not (out / layout.MARKER).exists()
+    r = _cli(corpus, out, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    _assert_same_as_reference(out, reference)
+
+
+def test_resume_compares_the_input_files_not_their_spelling(corpus, monkeypatch):
+    from curation.config import build_config
+    from curation.io import plan_reads
+    from curation.pipeline import plan_record
+
+    def record(spelling):
+        cfg = build_config(corpus / "cfg.yaml", {"input": [spelling], "output": "unused"})
+        tasks = plan_reads(cfg.input, cfg.text_column, cfg.reader).tasks
+        return plan_record(cfg, tasks, 4)
+
+    monkeypatch.chdir(corpus)
+    assert record("raw") == record(str(corpus / "raw")) == record("./raw/../raw/")
