@@ -10,8 +10,10 @@ names (``renamed``).
 Executing (``read_task``) turns one planned piece into Arrow tables. Every record of the input becomes
 exactly one row, kept or marked with a drop reason: malformed JSON or CSV, invalid UTF-8, null, non-string,
 empty or oversized text are counted, never raised and never lost, and a truncated or corrupt file keeps the
-rows before the damage plus one ``corrupt_file`` row. The reader counts the records it parses in a
-``ReadAccount``, apart from the rows it builds, so that the pipeline can check that none went missing.
+rows before the damage plus one ``corrupt_file`` row. An I/O error (a file that vanished or lost its
+permissions) is not corruption: it raises ``FileReadError``, naming the file. The reader counts the records
+it parses in a ``ReadAccount``, apart from the rows it builds, so that the pipeline can check that none went
+missing.
 
 Each row gets a deterministic ``id``: the input's own ``id`` column (``ReaderConfig.id_column``) if it has
 one, else ``<source>:<offset>``, where ``source`` is the file's path below the input root, so the same data
@@ -37,14 +39,17 @@ import pyarrow.parquet as pq
 from curation import columns
 from curation.paths import FORMAT_SUFFIXES, InputError, detect_format, file_ending, list_inputs
 from curation.records import (
-    CORRUPT_ERRORS,
+    READ_ERRORS,
+    FileReadError,
     Record,
     csv_records,
     describe_error,
     inspect_file,
+    is_corruption,
     json_records,
     jsonl_records,
     parquet_records,
+    read_failure,
     text_file_record,
     text_line_records,
 )
@@ -222,7 +227,8 @@ def plan_reads(inputs: Sequence[str], text_column: str, cfg: ReaderConfig = Read
     Raises:
         InputError: no input; a path that does not exist, a glob or folder without a readable file; an
             explicitly named file of unknown type; a file without the text column; a text column name the
-            pipeline needs. Empty and corrupt files are not errors: they are listed or read as marked rows.
+            pipeline needs; a file that cannot be read (no permission); a UTF-16 or UTF-32 text file. Empty
+            and corrupt files are not errors: they are listed or read as marked rows.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -259,8 +265,12 @@ def _plan_file(plan: ReadPlan, path: Path, source: str, text_column: str, cfg: R
             f"{path}: unknown file type {file_ending(path)}; readable endings are {known}. "
             f"Rename the file or point --input at the right files."
         )
-    info = inspect_file(path, fmt, cfg.record_limit)
-    size = path.stat().st_size
+    try:
+        info = inspect_file(path, fmt, cfg.record_limit)
+        size = path.stat().st_size
+    except OSError as error:  # an I/O error (FileReadError included), before any work: a user error
+        cause = error.__cause__ if isinstance(error, FileReadError) and error.__cause__ else error
+        raise InputError(str(read_failure(cause, path, hint="make it readable or take it out of the input"))) from error
     if info.empty:
         plan.empty.append(source)
         return
@@ -458,7 +468,8 @@ def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig
     ``reserved`` must be the set given to ``plan_reads``. ``account`` (optional) receives the number of records
     parsed, which equals the rows yielded, and a message when the file is corrupt. A corrupt or truncated file
     does not raise: the rows before the damage are kept, then one row ``<source>:corrupt`` marked
-    ``corrupt_file``. Row ids are the input's own id (as a string) or ``<source>:<offset>``; the smallest id
+    ``corrupt_file``. A file that cannot be read (gone, no permission, a failing disk) is no damage to its
+    content: ``FileReadError`` naming the file, so that the task fails and ``--resume`` redoes it. Row ids are the input's own id (as a string) or ``<source>:<offset>``; the smallest id
     wins in dedup, comparing strings (``"10"`` sorts before ``"9"``).
     """
     source = task.source or task.path
@@ -476,7 +487,9 @@ def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig
                 offset, record, reason = next(records)
             except StopIteration:
                 break
-            except CORRUPT_ERRORS as error:
+            except READ_ERRORS as error:
+                if not is_corruption(error, task.path):
+                    raise read_failure(error, task.path, f" after {account.records} records") from error
                 account.corrupt = f"{source}: {describe_error(error, task.path)} after {account.records} records"
                 log.warning("%s; the rows before it are kept, the file is marked corrupt_file", account.corrupt)
                 account.records += 1
