@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -271,6 +272,8 @@ def _plan_file(plan: ReadPlan, path: Path, source: str, text_column: str, cfg: R
     except OSError as error:  # an I/O error (FileReadError included), before any work: a user error
         cause = error.__cause__ if isinstance(error, FileReadError) and error.__cause__ else error
         raise InputError(str(read_failure(cause, path, hint="make it readable or take it out of the input"))) from error
+    if info.encoding is not None:
+        raise _wide_encoding_error(path, info.encoding)
     if info.empty:
         plan.empty.append(source)
         return
@@ -295,6 +298,15 @@ def _plan_file(plan: ReadPlan, path: Path, source: str, text_column: str, cfg: R
                                        min(cfg.split_bytes, size - start), source))
     else:
         plan.tasks.append(ReadTask(str(path), info.fmt, 0, -1, size, source))
+
+
+def _wide_encoding_error(path: Path, encoding: str) -> InputError:
+    q, tmp = shlex.quote(str(path)), shlex.quote(f"{path}.utf8")
+    convert = f"iconv -f {encoding} -t UTF-8 {q} > {tmp}"
+    if str(path).endswith(".gz"):
+        convert = f"gunzip -c {q} | iconv -f {encoding} -t UTF-8 | gzip > {tmp}"
+    return InputError(f"{path}: is {encoding} (it starts with a {encoding} byte-order mark); convert it to UTF-8, "
+                      f"e.g. `{convert} && mv {tmp} {q}`")
 
 
 def _plan_hf(name: str, text_column: str, cfg: ReaderConfig, reserved: frozenset[str],

@@ -451,6 +451,21 @@ class FileInfo:
     """What went wrong when the file could not even be looked at (``describe_error``)."""
     row_groups: list[tuple[int, int]] = field(default_factory=list)
     """Parquet: (first row, bytes) of each row group."""
+    encoding: str | None = None
+    """``UTF-16`` or ``UTF-32`` when a text file starts with that byte order mark: not readable as UTF-8."""
+
+
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+"""Byte order marks of the encodings a text reader must not take for UTF-8 (UTF-32 first: it starts like
+UTF-16 little-endian)."""
+
+
+def wide_encoding(path: str | os.PathLike[str]) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when the (decompressed) file starts with that byte order mark, else None."""
+    with open_binary(path) as fh:
+        head = fh.read(4)
+    return next((name for bom, name in _WIDE_BOMS if head.startswith(bom)), None)
 
 
 def _has_content(path: Path) -> bool:
@@ -524,6 +539,9 @@ def inspect_file(path: Path, fmt: str, limit: int) -> FileInfo:
                 groups.append((offset, meta.row_group(rg).total_byte_size))
                 offset += meta.row_group(rg).num_rows
             return FileInfo(fmt, list(meta.schema.to_arrow_schema().names), row_groups=groups)
+        encoding = wide_encoding(path)
+        if encoding is not None:
+            return FileInfo(fmt, encoding=encoding)
         if fmt == "csv":
             with open_text(path) as fh:
                 parser = CsvParser(fh, delimiter_of(path), limit)

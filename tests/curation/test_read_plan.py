@@ -3,6 +3,7 @@
 import gzip
 import json
 import logging
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -173,6 +174,21 @@ def test_empty_files_are_listed_not_fatal(tmp_path):
     only_empty = plan_reads([str(tmp_path)], "text")  # a folder of empty files reads as 0 rows
     assert only_empty.tasks == [] and len(only_empty.empty) == 9
     assert read_all([str(tmp_path)]) == []
+
+
+@pytest.mark.parametrize(("name", "encoding", "codec"), [
+    ("a.csv", "UTF-16", "utf-16"), ("a.tsv", "UTF-16", "utf-16-be"), ("a.jsonl", "UTF-16", "utf-16-le"),
+    ("a.json", "UTF-32", "utf-32"), ("a.txt", "UTF-32", "utf-32-be"), ("a.jsonl.gz", "UTF-16", "utf-16")])
+def test_utf16_and_utf32_files_are_refused_at_planning_naming_the_encoding(tmp_path, name, encoding, codec):
+    path = tmp_path / name
+    text = "text\nhello\n" if name.endswith((".csv", ".tsv")) else '{"text": "hello"}\n'
+    content = (text if codec in ("utf-16", "utf-32") else "\ufeff" + text).encode(codec)  # a byte order mark first
+    assert content.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    _jsonl(tmp_path / "ok.jsonl", [{"text": "fine"}])
+    with pytest.raises(InputError, match=re.escape(f"{path}: is {encoding} (it starts with a {encoding} byte-order "
+                                                   f"mark); convert it to UTF-8, e.g. `") + ".*iconv -f " + encoding):
+        plan_reads([str(tmp_path)], "text")
 
 
 # --------------------------------------------------------------------------------------- column names
