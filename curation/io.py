@@ -54,6 +54,7 @@ from curation.records import (
     text_file_record,
     text_line_records,
 )
+from curation.schema import json_string
 
 HF_PREFIX = "hf://"
 log = logging.getLogger("curation.io")
@@ -68,7 +69,8 @@ class ReaderConfig:
     batch_rows: int = 8192
     """Rows per Arrow table a read task yields (bounds a worker's memory on huge files)."""
     id_column: str = columns.ID
-    """Input column used as the row id when present (its values as strings); otherwise ids are
+    """Input column used as the row id when present (strings as they are, ints in decimal, other values as
+    JSON: ``true``, ``{"a": 1}``); otherwise ids are
     ``<source>:<offset>``. When this is not ``id``, an input column named ``id`` is kept as ``input_id``."""
     max_doc_chars: int | None = 32 * 2**20
     """Texts longer than this many characters become rows dropped as ``oversized`` (their text is not kept).
@@ -156,6 +158,9 @@ class ReadAccount:
     source: str
     records: int = 0
     corrupt: str | None = None
+    stringified: set[str] = field(default_factory=set)
+    """Columns whose values within one batch had types Arrow cannot unify (``3`` and ``"x"``), so they were
+    written as strings (``schema.json_string``: strings as they are, other values as JSON)."""
 
 
 # ---------------------------------------------------------------------------------------------- columns
@@ -373,12 +378,23 @@ class _ColumnRenamer:
         return {mapping.get(k, k): v for k, v in record.items()} if mapping else dict(record)
 
 
+def id_string(value: object) -> str:
+    """The row id for an input's own id value: a string as it is, an int in decimal, anything else (``true``,
+    ``1.5``, ``{"a": 1}``) as JSON with sorted keys, so equal values give equal ids whatever Python prints."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
 class _RowBuffer:
     """Accumulates rows of one read task and turns them into Arrow tables of bounded size."""
 
     def __init__(self, source: str, id_prefix: str, text_column: str, cfg: ReaderConfig,
-                 reserved: frozenset[str]) -> None:
+                 reserved: frozenset[str], stringified: set[str] | None = None) -> None:
         self.source, self.id_prefix, self.text_column, self.cfg = source, id_prefix, text_column, cfg
+        self.stringified = stringified
         self.rename = _ColumnRenamer(text_column, cfg, reserved)
         self.rows: list[dict[str, Any]] = []
 
@@ -395,7 +411,7 @@ class _RowBuffer:
         row[self.text_column] = text
         if row_id is None:
             own_id = row.get(self.cfg.id_column)
-            row_id = str(own_id) if own_id is not None else f"{self.id_prefix}:{offset:012d}"
+            row_id = id_string(own_id) if own_id is not None else f"{self.id_prefix}:{offset:012d}"
         row[columns.ID] = row_id
         if columns.SOURCE in row:
             own_source = row[columns.SOURCE]
@@ -409,7 +425,7 @@ class _RowBuffer:
 
     def flush(self) -> pa.Table:
         rows, self.rows = self.rows, []
-        return rows_to_table(rows, self.text_column)
+        return rows_to_table(rows, self.text_column, self.stringified)
 
 
 def _sanitize(value: Any) -> Any:
@@ -419,8 +435,10 @@ def _sanitize(value: Any) -> Any:
     return value
 
 
-def rows_to_table(rows: list[dict[str, Any]], text_column: str) -> pa.Table:
-    """Build a table from row dicts; side columns whose values Arrow cannot unify are kept as JSON strings."""
+def rows_to_table(rows: list[dict[str, Any]], text_column: str, stringified: set[str] | None = None) -> pa.Table:
+    """Build a table from row dicts. A side column whose values Arrow cannot unify becomes strings the way
+    ``schema.conform`` does it across files (``schema.json_string``: strings as they are, other values as
+    JSON), and its name is added to ``stringified``."""
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r))
@@ -437,8 +455,9 @@ def rows_to_table(rows: list[dict[str, Any]], text_column: str) -> pa.Table:
                 if pa.types.is_null(arr.type):
                     arr = arr.cast(pa.string())
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                arr = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values],
-                               type=pa.string())
+                arr = pa.array([_sanitize(json_string(v)) for v in values], type=pa.string())
+                if stringified is not None:
+                    stringified.add(name)
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -481,14 +500,15 @@ def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig
     parsed, which equals the rows yielded, and a message when the file is corrupt. A corrupt or truncated file
     does not raise: the rows before the damage are kept, then one row ``<source>:corrupt`` marked
     ``corrupt_file``. A file that cannot be read (gone, no permission, a failing disk) is no damage to its
-    content: ``FileReadError`` naming the file, so that the task fails and ``--resume`` redoes it. Row ids are the input's own id (as a string) or ``<source>:<offset>``; the smallest id
-    wins in dedup, comparing strings (``"10"`` sorts before ``"9"``).
+    content: ``FileReadError`` naming the file, so that the task fails and ``--resume`` redoes it. Row ids are
+    the input's own id (``id_string``) or ``<source>:<offset>``; the smallest id wins in dedup, comparing
+    strings (``"10"`` sorts before ``"9"``). Columns stringified within a batch go to ``account.stringified``.
     """
     source = task.source or task.path
     if account is None:
         account = ReadAccount(source)
     id_prefix = f"{source}#shard{task.start}" if task.fmt == "hf-stream" else source
-    buf = _RowBuffer(source, id_prefix, text_column, cfg, reserved)
+    buf = _RowBuffer(source, id_prefix, text_column, cfg, reserved, account.stringified)
     if task.fmt in ("hf", "hf-stream"):
         for offset, record, reason in _hf_records(task, cfg, account):
             yield from buf.add(offset, record, reason)
