@@ -10,8 +10,10 @@ names (``renamed``).
 Executing (``read_task``) turns one planned piece into Arrow tables. Every record of the input becomes
 exactly one row, kept or marked with a drop reason: malformed JSON or CSV, invalid UTF-8, null, non-string,
 empty or oversized text are counted, never raised and never lost, and a truncated or corrupt file keeps the
-rows before the damage plus one ``corrupt_file`` row. The reader counts the records it parses in a
-``ReadAccount``, apart from the rows it builds, so that the pipeline can check that none went missing.
+rows before the damage plus one ``corrupt_file`` row. An I/O error (a file that vanished or lost its
+permissions) is not corruption: it raises ``FileReadError``, naming the file. The reader counts the records
+it parses in a ``ReadAccount``, apart from the rows it builds, so that the pipeline can check that none went
+missing.
 
 Each row gets a deterministic ``id``: the input's own ``id`` column (``ReaderConfig.id_column``) if it has
 one, else ``<source>:<offset>``, where ``source`` is the file's path below the input root, so the same data
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,17 +40,21 @@ import pyarrow.parquet as pq
 from curation import columns
 from curation.paths import FORMAT_SUFFIXES, InputError, detect_format, file_ending, list_inputs
 from curation.records import (
-    CORRUPT_ERRORS,
+    READ_ERRORS,
+    FileReadError,
     Record,
     csv_records,
     describe_error,
     inspect_file,
+    is_corruption,
     json_records,
     jsonl_records,
     parquet_records,
+    read_failure,
     text_file_record,
     text_line_records,
 )
+from curation.schema import json_string
 
 HF_PREFIX = "hf://"
 log = logging.getLogger("curation.io")
@@ -62,7 +69,8 @@ class ReaderConfig:
     batch_rows: int = 8192
     """Rows per Arrow table a read task yields (bounds a worker's memory on huge files)."""
     id_column: str = columns.ID
-    """Input column used as the row id when present (its values as strings); otherwise ids are
+    """Input column used as the row id when present (strings as they are, ints in decimal, other values as
+    JSON: ``true``, ``{"a": 1}``); otherwise ids are
     ``<source>:<offset>``. When this is not ``id``, an input column named ``id`` is kept as ``input_id``."""
     max_doc_chars: int | None = 32 * 2**20
     """Texts longer than this many characters become rows dropped as ``oversized`` (their text is not kept).
@@ -150,6 +158,9 @@ class ReadAccount:
     source: str
     records: int = 0
     corrupt: str | None = None
+    stringified: set[str] = field(default_factory=set)
+    """Columns whose values within one batch had types Arrow cannot unify (``3`` and ``"x"``), so they were
+    written as strings (``schema.json_string``: strings as they are, other values as JSON)."""
 
 
 # ---------------------------------------------------------------------------------------------- columns
@@ -222,7 +233,8 @@ def plan_reads(inputs: Sequence[str], text_column: str, cfg: ReaderConfig = Read
     Raises:
         InputError: no input; a path that does not exist, a glob or folder without a readable file; an
             explicitly named file of unknown type; a file without the text column; a text column name the
-            pipeline needs. Empty and corrupt files are not errors: they are listed or read as marked rows.
+            pipeline needs; a file that cannot be read (no permission); a UTF-16 or UTF-32 text file. Empty
+            and corrupt files are not errors: they are listed or read as marked rows.
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
@@ -259,8 +271,14 @@ def _plan_file(plan: ReadPlan, path: Path, source: str, text_column: str, cfg: R
             f"{path}: unknown file type {file_ending(path)}; readable endings are {known}. "
             f"Rename the file or point --input at the right files."
         )
-    info = inspect_file(path, fmt, cfg.record_limit)
-    size = path.stat().st_size
+    try:
+        info = inspect_file(path, fmt, cfg.record_limit)
+        size = path.stat().st_size
+    except OSError as error:  # an I/O error (FileReadError included), before any work: a user error
+        cause = error.__cause__ if isinstance(error, FileReadError) and error.__cause__ else error
+        raise InputError(str(read_failure(cause, path, hint="make it readable or take it out of the input"))) from error
+    if info.encoding is not None:
+        raise _wide_encoding_error(path, info.encoding)
     if info.empty:
         plan.empty.append(source)
         return
@@ -285,6 +303,15 @@ def _plan_file(plan: ReadPlan, path: Path, source: str, text_column: str, cfg: R
                                        min(cfg.split_bytes, size - start), source))
     else:
         plan.tasks.append(ReadTask(str(path), info.fmt, 0, -1, size, source))
+
+
+def _wide_encoding_error(path: Path, encoding: str) -> InputError:
+    q, tmp = shlex.quote(str(path)), shlex.quote(f"{path}.utf8")
+    convert = f"iconv -f {encoding} -t UTF-8 {q} > {tmp}"
+    if str(path).endswith(".gz"):
+        convert = f"gunzip -c {q} | iconv -f {encoding} -t UTF-8 | gzip > {tmp}"
+    return InputError(f"{path}: is {encoding} (it starts with a {encoding} byte-order mark); convert it to UTF-8, "
+                      f"e.g. `{convert} && mv {tmp} {q}`")
 
 
 def _plan_hf(name: str, text_column: str, cfg: ReaderConfig, reserved: frozenset[str],
@@ -351,12 +378,23 @@ class _ColumnRenamer:
         return {mapping.get(k, k): v for k, v in record.items()} if mapping else dict(record)
 
 
+def id_string(value: object) -> str:
+    """The row id for an input's own id value: a string as it is, an int in decimal, anything else (``true``,
+    ``1.5``, ``{"a": 1}``) as JSON with sorted keys, so equal values give equal ids whatever Python prints."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
 class _RowBuffer:
     """Accumulates rows of one read task and turns them into Arrow tables of bounded size."""
 
     def __init__(self, source: str, id_prefix: str, text_column: str, cfg: ReaderConfig,
-                 reserved: frozenset[str]) -> None:
+                 reserved: frozenset[str], stringified: set[str] | None = None) -> None:
         self.source, self.id_prefix, self.text_column, self.cfg = source, id_prefix, text_column, cfg
+        self.stringified = stringified
         self.rename = _ColumnRenamer(text_column, cfg, reserved)
         self.rows: list[dict[str, Any]] = []
 
@@ -373,7 +411,7 @@ class _RowBuffer:
         row[self.text_column] = text
         if row_id is None:
             own_id = row.get(self.cfg.id_column)
-            row_id = str(own_id) if own_id is not None else f"{self.id_prefix}:{offset:012d}"
+            row_id = id_string(own_id) if own_id is not None else f"{self.id_prefix}:{offset:012d}"
         row[columns.ID] = row_id
         if columns.SOURCE in row:
             own_source = row[columns.SOURCE]
@@ -387,7 +425,7 @@ class _RowBuffer:
 
     def flush(self) -> pa.Table:
         rows, self.rows = self.rows, []
-        return rows_to_table(rows, self.text_column)
+        return rows_to_table(rows, self.text_column, self.stringified)
 
 
 def _sanitize(value: Any) -> Any:
@@ -397,8 +435,10 @@ def _sanitize(value: Any) -> Any:
     return value
 
 
-def rows_to_table(rows: list[dict[str, Any]], text_column: str) -> pa.Table:
-    """Build a table from row dicts; side columns whose values Arrow cannot unify are kept as JSON strings."""
+def rows_to_table(rows: list[dict[str, Any]], text_column: str, stringified: set[str] | None = None) -> pa.Table:
+    """Build a table from row dicts. A side column whose values Arrow cannot unify becomes strings the way
+    ``schema.conform`` does it across files (``schema.json_string``: strings as they are, other values as
+    JSON), and its name is added to ``stringified``."""
     names: dict[str, None] = {}
     for r in rows:
         names.update(dict.fromkeys(r))
@@ -415,8 +455,9 @@ def rows_to_table(rows: list[dict[str, Any]], text_column: str) -> pa.Table:
                 if pa.types.is_null(arr.type):
                     arr = arr.cast(pa.string())
             except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                arr = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, default=str) for v in values],
-                               type=pa.string())
+                arr = pa.array([_sanitize(json_string(v)) for v in values], type=pa.string())
+                if stringified is not None:
+                    stringified.add(name)
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
@@ -458,14 +499,16 @@ def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig
     ``reserved`` must be the set given to ``plan_reads``. ``account`` (optional) receives the number of records
     parsed, which equals the rows yielded, and a message when the file is corrupt. A corrupt or truncated file
     does not raise: the rows before the damage are kept, then one row ``<source>:corrupt`` marked
-    ``corrupt_file``. Row ids are the input's own id (as a string) or ``<source>:<offset>``; the smallest id
-    wins in dedup, comparing strings (``"10"`` sorts before ``"9"``).
+    ``corrupt_file``. A file that cannot be read (gone, no permission, a failing disk) is no damage to its
+    content: ``FileReadError`` naming the file, so that the task fails and ``--resume`` redoes it. Row ids are
+    the input's own id (``id_string``) or ``<source>:<offset>``; the smallest id wins in dedup, comparing
+    strings (``"10"`` sorts before ``"9"``). Columns stringified within a batch go to ``account.stringified``.
     """
     source = task.source or task.path
     if account is None:
         account = ReadAccount(source)
     id_prefix = f"{source}#shard{task.start}" if task.fmt == "hf-stream" else source
-    buf = _RowBuffer(source, id_prefix, text_column, cfg, reserved)
+    buf = _RowBuffer(source, id_prefix, text_column, cfg, reserved, account.stringified)
     if task.fmt in ("hf", "hf-stream"):
         for offset, record, reason in _hf_records(task, cfg, account):
             yield from buf.add(offset, record, reason)
@@ -476,7 +519,9 @@ def read_task(task: ReadTask, text_column: str, cfg: ReaderConfig = ReaderConfig
                 offset, record, reason = next(records)
             except StopIteration:
                 break
-            except CORRUPT_ERRORS as error:
+            except READ_ERRORS as error:
+                if not is_corruption(error, task.path):
+                    raise read_failure(error, task.path, f" after {account.records} records") from error
                 account.corrupt = f"{source}: {describe_error(error, task.path)} after {account.records} records"
                 log.warning("%s; the rows before it are kept, the file is marked corrupt_file", account.corrupt)
                 account.records += 1

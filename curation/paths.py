@@ -8,14 +8,20 @@ pattern and what was there instead. Pure Python, no Ray import.
 curation reader) also returns the *input root*, the common folder of the inputs, so that a file can be named
 by its path below the root whatever the working directory, and lists the files it found but cannot read, so
 that nothing in an input folder is passed over without a trace.
+
+Folders are walked following symlinks (to files and to folders), each real folder once, so a symlink loop
+ends; ``list_inputs`` also reads each real file once. What a walk passes over is listed with the reason:
+hidden or ``_``-prefixed names, a nested curation output, a second path to a file or folder already taken,
+a broken symlink.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +32,18 @@ FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
     "parquet": (".parquet",),
     "text": (".txt", ".txt.gz", ".md", ".text"),
 }
+
+
+CURATION_MANIFEST = ".curation/manifest.json"
+"""Path, inside a folder, of the file that marks the folder as a curation output (``layout.MANIFEST``). An input
+folder skips the curation outputs inside it: a previous run's report and shards are not raw data."""
+
+HIDDEN_NAME = "hidden or _-prefixed name"
+CURATION_OUTPUT = f"a curation output (holds {CURATION_MANIFEST}); not read as input"
+BROKEN_LINK = "broken symlink"
+SAME_FILE = "same file as "
+SAME_FOLDER = "same folder as "
+"""Reasons in ``InputListing.skipped`` besides the file types no reader knows (``SAME_*`` are followed by a path)."""
 
 
 class InputError(ValueError):
@@ -41,23 +59,132 @@ def detect_format(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith((".", "_"))
+
+
 def _is_hidden(path: Path) -> bool:
-    return any(part.startswith((".", "_")) for part in path.parts if part not in (".", ".."))
+    return any(_hidden(part) for part in path.parts if part not in (".", ".."))
+
+
+def is_curation_output(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is the output folder of a curation run (it holds ``CURATION_MANIFEST``)."""
+    return os.path.isfile(os.path.join(folder, CURATION_MANIFEST))
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return sorted(e.name for e in entries)
+    except OSError as error:
+        raise InputError(f"cannot list input folder {str(folder)!r}: {error}") from error
+
+
+class _Walk:
+    """Files below input folders and glob matches, following symlinks to files and folders.
+
+    Each real folder is entered once per input (``new_input``), so a symlink loop ends: a second path to a
+    folder is passed over as ``same folder as <first path>``. Hidden or ``_``-prefixed names and (with
+    ``skip_outputs``) curation outputs are passed over whole: a folder is listed once, not its files. What is
+    passed over goes to ``passed`` as (path, reason, the path it repeats or None), nothing silently.
+    """
+
+    def __init__(self, wanted: set[str], skip_outputs: bool = True) -> None:
+        self.wanted, self.skip_outputs = wanted, skip_outputs
+        self.files: list[Path] = []
+        """Files of a wanted format."""
+        self.others: list[Path] = []
+        """Other files (no reader, or a format not wanted)."""
+        self.passed: list[tuple[Path, str, Path | None]] = []
+        self.seen: dict[str, Path] = {}
+
+    def new_input(self) -> None:
+        self.seen = {}
+
+    def _pass(self, path: Path, reason: str, first: Path | None = None) -> None:
+        self.passed.append((path, reason, first))
+
+    def _first_visit(self, folder: Path, seen: dict[str, Path]) -> bool:
+        """True the first time a real folder is reached; a second path to it is passed over."""
+        real = os.path.realpath(folder)
+        first = seen.get(real)
+        if first is None:
+            seen[real] = folder
+            return True
+        if first != folder:
+            self._pass(folder, SAME_FOLDER, first)
+        return False
+
+    def folder(self, folder: Path) -> None:
+        """Walk ``folder`` (entered whatever its name) and everything below it."""
+        if not self._first_visit(folder, self.seen):
+            return
+        for name in _names(folder):
+            self.entry(folder / name, name)
+
+    def entry(self, path: Path, name: str) -> None:
+        if path.is_dir():  # follows a symlink
+            if self.skip_outputs and is_curation_output(path):
+                self._pass(path, CURATION_OUTPUT)
+            elif _hidden(name):
+                self._pass(path, HIDDEN_NAME)
+            else:
+                self.folder(path)
+        elif path.is_file():
+            if _hidden(name):
+                self._pass(path, HIDDEN_NAME)
+            else:
+                (self.files if detect_format(path) in self.wanted else self.others).append(path)
+        elif path.is_symlink():
+            self._pass(path, BROKEN_LINK)
+        elif os.path.lexists(path):
+            self._pass(path, "not a regular file")
+
+    def glob(self, folder: Path, parts: Sequence[str]) -> Iterator[Path]:
+        """Paths below ``folder`` that the pattern ``parts`` matches, like ``glob.glob(recursive=True)``
+        (``*`` does not match a leading dot; ``**`` any folders below) except that ``**`` enters each real
+        folder once, so a symlink loop ends, and a final ``**`` yields ``folder`` itself, to be walked."""
+        part, rest = parts[0], parts[1:]
+        if part == "**":
+            if not rest:
+                yield folder
+                return
+            for below in self._folders_below(folder, {}):
+                yield from self.glob(below, rest)
+        elif not glob.has_magic(part):
+            path = folder / part
+            if rest and path.is_dir():
+                yield from self.glob(path, rest)
+            elif not rest and os.path.lexists(path):
+                yield path
+        else:
+            for name in _names(folder):
+                if fnmatch.fnmatch(name, part) and (part.startswith(".") or not name.startswith(".")):
+                    path = folder / name
+                    if not rest:
+                        yield path
+                    elif path.is_dir():
+                        yield from self.glob(path, rest)
+
+    def _folders_below(self, folder: Path, seen: dict[str, Path]) -> Iterator[Path]:
+        """``folder`` and every folder below it whose name has no leading dot, each real folder once."""
+        if not self._first_visit(folder, seen):
+            return
+        yield folder
+        for name in _names(folder):
+            path = folder / name
+            if name.startswith(".") or not path.is_dir():
+                continue
+            if self.skip_outputs and is_curation_output(path):
+                self._pass(path, CURATION_OUTPUT)
+            else:
+                yield from self._folders_below(path, seen)
 
 
 def _list_dir(directory: Path, formats: Iterable[str] | None) -> list[Path]:
-    return _scan_dir(directory, formats)[0]
-
-
-def _scan_dir(directory: Path, formats: Iterable[str] | None) -> tuple[list[Path], list[Path]]:
-    """(readable files, other files) below ``directory``; hidden and ``_``-prefixed entries are in neither."""
-    wanted = set(formats) if formats is not None else set(FORMAT_SUFFIXES)
-    files, others = [], []
-    for p in directory.rglob("*"):
-        rel = p.relative_to(directory)
-        if p.is_file() and not _is_hidden(rel):
-            (files if detect_format(p) in wanted else others).append(p)
-    return files, others
+    walk = _Walk(set(formats) if formats is not None else set(FORMAT_SUFFIXES), skip_outputs=False)
+    walk.folder(directory)
+    return walk.files
 
 
 def resolve_paths(
@@ -150,25 +277,47 @@ class InputListing:
     """Files to read: sorted, absolute, each below ``root``. Explicitly named files are here whatever their
     ending, so that the caller can refuse an unknown one by name."""
     skipped: list[dict[str, str]] = field(default_factory=list)
-    """``{"path": <below root>, "reason": "unknown file type .html"}`` for every file found in an input folder
-    or by a glob that no reader reads (hidden and ``_``-prefixed entries excepted)."""
+    """``{"path": <below root>, "reason": ...}`` for everything an input folder or a glob holds that is not
+    read, sorted by path: a file no reader knows (``unknown file type .html``), a hidden or ``_``-prefixed
+    file or folder (``HIDDEN_NAME``: ``_SUCCESS``, ``.tmp`` files of a writer that crashed), a curation output
+    (``CURATION_OUTPUT``, the folder once), a second path to a file or folder already read (``same file as
+    <path>``, ``same folder as <path>``: symlinks), a broken symlink."""
 
     def relative(self, path: str | os.PathLike[str]) -> str:
         """``path`` below the root, POSIX-style: the same string whatever the working directory."""
         return Path(os.path.relpath(path, self.root)).as_posix()
 
     def summary(self) -> str:
-        """One line on the skipped files: ``3 files no reader knows: 2 .html, 1 .jsonl.bz2``."""
-        kinds = Counter(file_ending(s["path"]) for s in self.skipped)
-        parts = ", ".join(f"{n} {ending}" for ending, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
-        return f"{len(self.skipped)} file{'s' * (len(self.skipped) != 1)} no reader knows: {parts}"
+        """One line on the skipped entries: ``3 files no reader knows: 2 .html, 1 .jsonl.bz2; 2 hidden or
+        _-prefixed names``."""
+        unknown: Counter[str] = Counter()
+        other: Counter[str] = Counter()
+        for s in self.skipped:
+            reason = s["reason"]
+            if reason.startswith((SAME_FILE, SAME_FOLDER)):
+                other["second paths to a file or folder already read (symlinks)"] += 1
+            elif reason == HIDDEN_NAME:
+                other["hidden or _-prefixed names"] += 1
+            elif reason == CURATION_OUTPUT:
+                other["curation outputs"] += 1
+            elif reason in (BROKEN_LINK, "not a regular file"):
+                other[reason] += 1
+            else:
+                unknown[file_ending(s["path"])] += 1
+        parts = []
+        if unknown:
+            n = sum(unknown.values())
+            kinds = ", ".join(f"{k} {ending}" for ending, k in sorted(unknown.items(), key=lambda kv: (-kv[1], kv[0])))
+            parts.append(f"{n} file{'s' * (n != 1)} no reader knows: {kinds}")
+        parts += [f"{k} {what}" for what, k in sorted(other.items())]
+        return "; ".join(parts)
 
 
-def _split_glob(pattern: str) -> tuple[Path, str]:
-    """(folder before the first wildcard, the rest of the pattern): ``data/ra*/x.jsonl`` -> (data, ra*/x.jsonl)."""
+def _split_glob(pattern: str) -> tuple[Path, list[str]]:
+    """(folder before the first wildcard, the parts from there): ``data/ra*/x.jsonl`` -> (data, [ra*, x.jsonl])."""
     parts = Path(pattern).parts
     first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
-    return (Path(*parts[:first]) if first else Path(".")), os.path.join(*parts[first:])
+    return (Path(*parts[:first]) if first else Path(".")), list(parts[first:])
 
 
 def _skip_reason(path: Path, formats: Iterable[str] | None) -> str:
@@ -178,6 +327,40 @@ def _skip_reason(path: Path, formats: Iterable[str] | None) -> str:
     return f"{fmt} files are not read here (reading {', '.join(sorted(formats or FORMAT_SUFFIXES))})"
 
 
+def _glob_input(walk: _Walk, raw: object, pattern: str, formats: set[str] | None) -> tuple[Path, list[Path]]:
+    """(root, files to read) of one glob; the other files it matched go to ``walk.others`` and ``walk.passed``."""
+    base, parts = _split_glob(pattern)
+    if not base.is_dir():
+        raise _no_match_error(raw, base)
+    root = base.resolve()
+    found: list[Path] = []
+    n_files, n_others = len(walk.files), len(walk.others)
+    for path in walk.glob(root, parts):
+        rel = path.relative_to(root)
+        if path.is_file() and detect_format(path) in walk.wanted:
+            found.append(path)  # whatever its name: the glob asked for it
+        elif _is_hidden(rel):
+            walk._pass(path, HIDDEN_NAME)
+        elif path.is_file():
+            walk.others.append(path)
+        elif path.is_dir():
+            if path != root and is_curation_output(path):
+                walk._pass(path, CURATION_OUTPUT)
+            else:
+                walk.folder(path)
+        elif path.is_symlink():
+            walk._pass(path, BROKEN_LINK)
+    found += walk.files[n_files:]
+    if not found:
+        unread = walk.others[n_others:]
+        if unread:
+            names = ", ".join(sorted(p.name for p in unread)[:20])
+            raise InputError(f"input glob {str(raw)!r} matched no file a reader knows, only: {names}. "
+                             f"Readable endings: {_known_endings(formats)}.")
+        raise _no_match_error(raw, base)
+    return root, found
+
+
 def list_inputs(
     patterns: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     formats: Iterable[str] | None = None,
@@ -185,51 +368,30 @@ def list_inputs(
     """Expand files, directories (recursively) and globs into the files to read, their root and the skipped ones.
 
     Directories and globs keep the files with a known ending (``formats`` narrows that further) and list the
-    others in ``skipped``; hidden or ``_``-prefixed entries below a directory, or matched by a glob, are neither
-    read nor listed (``_SUCCESS``, ``_temporary/``, ``.tmp`` files of a writer that crashed), except files of a
-    known ending that a glob matches. Explicit files are kept whatever their ending.
+    others in ``skipped``, with what else they pass over (see ``InputListing.skipped``): hidden or
+    ``_``-prefixed entries (except files of a known ending that a glob matches by name) and curation outputs
+    below an input folder. Symlinks to files and folders are followed; each real file is read once, under its
+    first path in sorted order, and a symlink loop is entered once. Explicit files are kept whatever their
+    ending.
 
     Raises:
-        InputError: a path does not exist, a glob matches no readable file, or a directory holds none.
+        InputError: a path does not exist, a glob matches no readable file, a directory holds none, or a
+            directory is itself a curation output.
     """
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
     if not patterns:
         raise InputError("no input given: pass at least one file, directory or glob (e.g. --input data/*.jsonl)")
     formats = set(formats) if formats is not None else None
-    wanted = formats if formats is not None else set(FORMAT_SUFFIXES)
+    walk = _Walk(formats if formats is not None else set(FORMAT_SUFFIXES))
     files: set[Path] = set()
-    others: set[Path] = set()
     roots: list[Path] = []
     for raw in patterns:
+        walk.new_input()
         pattern = os.path.expanduser(str(raw))
         if glob.has_magic(pattern):
-            base, rest = _split_glob(pattern)
-            if not base.is_dir():
-                raise _no_match_error(raw, base)
-            root = base.resolve()
-            found: list[Path] = []
-            unread: list[Path] = []
-            for match in glob.glob(rest, root_dir=root, recursive=True):
-                path = Path(os.path.normpath(root / match))
-                if path.is_file() and detect_format(path) in wanted:
-                    found.append(path)  # whatever its name: the glob asked for it
-                elif _is_hidden(Path(match)):
-                    continue
-                elif path.is_file():
-                    unread.append(path)
-                elif path.is_dir():
-                    readable, other = _scan_dir(path, formats)
-                    found.extend(readable)
-                    unread.extend(other)
-            if not found:
-                if unread:
-                    names = ", ".join(sorted(p.name for p in unread)[:20])
-                    raise InputError(f"input glob {str(raw)!r} matched no file a reader knows, only: {names}. "
-                                     f"Readable endings: {_known_endings(formats)}.")
-                raise _no_match_error(raw, base)
+            root, found = _glob_input(walk, raw, pattern, formats)
             files.update(found)
-            others.update(unread)
             roots.append(root)
             continue
         path = Path(pattern)
@@ -238,19 +400,34 @@ def list_inputs(
             files.add(root / path.name)
             roots.append(root)
         elif path.is_dir():
+            if is_curation_output(path):
+                raise InputError(f"input directory {str(path)!r} is the output of a curation run (it holds "
+                                 f"{CURATION_MANIFEST}); to read its curated shards, pass {str(path / 'data')!r}")
             root = path.resolve()
-            readable, other = _scan_dir(root, formats)
-            if not readable:
+            n_files = len(walk.files)
+            walk.folder(root)
+            if len(walk.files) == n_files:
                 raise _unreadable_dir_error(path, formats)
-            files.update(readable)
-            others.update(other)
             roots.append(root)
         else:
             raise _missing_path_error(path)
-    others -= files
-    root = Path(os.path.commonpath([str(r) for r in roots] + [str(f.parent) for f in files]))
-    listing = InputListing(root, sorted(files))
-    listing.skipped.extend({"path": listing.relative(p), "reason": _skip_reason(p, formats)} for p in sorted(others))
+    files.update(walk.files)
+    first_of: dict[str, Path] = {}
+    passed = list(walk.passed)
+    for f in sorted(files):  # each real file once, under its first path
+        first = first_of.setdefault(os.path.realpath(f), f)
+        if first != f:
+            passed.append((f, SAME_FILE, first))
+    kept = set(first_of.values())
+    root = Path(os.path.commonpath([str(r) for r in roots] + [str(f.parent) for f in kept]))
+    listing = InputListing(root, sorted(kept))
+    reasons: dict[Path, str] = {}
+    for p in walk.others:
+        reasons.setdefault(p, _skip_reason(p, formats))
+    for p, reason, first in passed:
+        reasons.setdefault(p, reason + (listing.relative(first) if first is not None else ""))
+    listing.skipped.extend({"path": listing.relative(p), "reason": r}
+                           for p, r in sorted(reasons.items()) if p not in kept)
     return listing
 
 

@@ -8,8 +8,9 @@ plans the reads with ``inspect_file`` and turns the triples into rows. Every par
 - yields a record it cannot parse as ``(offset, None, reason)`` instead of raising;
 - strips a UTF-8 byte order mark at the very start of the file (nowhere else);
 - keeps memory bounded by ``limit`` characters per record where the format lets it run away (an unclosed
-  CSV quote, a JSON array element), and lets the errors of a truncated or corrupt file (``CORRUPT_ERRORS``)
-  propagate after the records before them, so that the caller can keep those and mark the file.
+  CSV quote, a JSON array element), and lets read errors (``READ_ERRORS``) propagate after the records before
+  them, so that the caller can keep those and mark the file when ``is_corruption`` says the content is
+  damaged (an I/O error is not damage, it fails the read).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ BOM_BYTES = BOM.encode("utf-8")
 Record = tuple[int, "dict[str, Any] | None", "str | None"]
 """(offset, record or None, drop reason or None). The offset numbers the record within its file."""
 
-CORRUPT_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, OSError, pa.ArrowException)
-"""What reading a truncated or corrupt file raises (gzip.BadGzipFile is an OSError)."""
+READ_ERRORS: tuple[type[BaseException], ...] = (EOFError, zlib.error, OSError, pa.ArrowException)
+"""What reading a file may raise: damage to its content, or an I/O error; ``is_corruption`` tells which."""
 
 _CHUNK = 1 << 20
 _SPACE = re.compile(r"[ \t\r\n]*")
@@ -68,6 +69,37 @@ def delimiter_of(path: str | os.PathLike[str]) -> str:
 def is_json_document(path: str | os.PathLike[str]) -> bool:
     """``.json`` files may hold one JSON document (an array of records, one object) rather than JSON Lines."""
     return str(path).lower().endswith((".json", ".json.gz"))
+
+
+class FileReadError(OSError):
+    """An input file could not be read (it vanished, lost its permissions, the disk failed): not damage to
+    its content, so not a ``corrupt_file`` row. A read task that meets it fails; ``--resume`` redoes it."""
+
+
+def is_corruption(error: BaseException, path: str | os.PathLike[str]) -> bool:
+    """Whether ``error`` (one of ``READ_ERRORS``, met reading ``path``) is damage to the file's content.
+
+    A truncated or corrupt gzip stream (EOFError, gzip.BadGzipFile, zlib.error) is. An OSError that carries an
+    errno (missing file, permission denied, I/O error) is not, nor is any error once ``path`` is no longer a
+    readable file: pyarrow reports a damaged parquet file and an unreadable one alike, as errors without errno.
+    """
+    if isinstance(error, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return True
+    if not isinstance(error, (OSError, pa.ArrowException)) or getattr(error, "errno", None) is not None:
+        return False
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
+
+
+def read_failure(error: BaseException, path: str | os.PathLike[str], after: str = "",
+                 hint: str = "make the file readable again and rerun with --resume") -> FileReadError:
+    """The error to raise for an I/O error reading ``path``: it names the file and says what to do."""
+    detail = " ".join(str(error).split()) or "no detail"
+    return FileReadError(f"{path}: cannot read the file{after} ({type(error).__name__}: {detail}); an I/O "
+                         f"error, not a corrupt file: {hint}")
 
 
 def describe_error(error: BaseException, path: str | os.PathLike[str]) -> str:
@@ -419,6 +451,21 @@ class FileInfo:
     """What went wrong when the file could not even be looked at (``describe_error``)."""
     row_groups: list[tuple[int, int]] = field(default_factory=list)
     """Parquet: (first row, bytes) of each row group."""
+    encoding: str | None = None
+    """``UTF-16`` or ``UTF-32`` when a text file starts with that byte order mark: not readable as UTF-8."""
+
+
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+"""Byte order marks of the encodings a text reader must not take for UTF-8 (UTF-32 first: it starts like
+UTF-16 little-endian)."""
+
+
+def wide_encoding(path: str | os.PathLike[str]) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when the (decompressed) file starts with that byte order mark, else None."""
+    with open_binary(path) as fh:
+        head = fh.read(4)
+    return next((name for bom, name in _WIDE_BOMS if head.startswith(bom)), None)
 
 
 def _has_content(path: Path) -> bool:
@@ -477,7 +524,11 @@ class _Tally:
 
 
 def inspect_file(path: Path, fmt: str, limit: int) -> FileInfo:
-    """Columns, emptiness and row groups of a file; a file that cannot be read says so in ``corrupt``."""
+    """Columns, emptiness and row groups of a file; a file whose content is damaged says so in ``corrupt``.
+
+    Raises:
+        FileReadError: the file cannot be read (an I/O error, not damage).
+    """
     try:
         if fmt == "parquet":
             meta = pq.read_metadata(path)
@@ -488,6 +539,9 @@ def inspect_file(path: Path, fmt: str, limit: int) -> FileInfo:
                 groups.append((offset, meta.row_group(rg).total_byte_size))
                 offset += meta.row_group(rg).num_rows
             return FileInfo(fmt, list(meta.schema.to_arrow_schema().names), row_groups=groups)
+        encoding = wide_encoding(path)
+        if encoding is not None:
+            return FileInfo(fmt, encoding=encoding)
         if fmt == "csv":
             with open_text(path) as fh:
                 parser = CsvParser(fh, delimiter_of(path), limit)
@@ -496,5 +550,7 @@ def inspect_file(path: Path, fmt: str, limit: int) -> FileInfo:
         if fmt == "jsonl":
             return _inspect_json(path, limit)
         return FileInfo(fmt, empty=not _has_content(path))
-    except CORRUPT_ERRORS as error:
+    except READ_ERRORS as error:
+        if not is_corruption(error, path):
+            raise read_failure(error, path) from error
         return FileInfo(fmt, corrupt=describe_error(error, path))

@@ -56,10 +56,16 @@ def unify(schemas: Iterable[pa.Schema]) -> tuple[pa.Schema, dict[str, list[str]]
     return pa.schema(out), stringified
 
 
+def json_string(value: object) -> str | None:
+    """A value of a column that had to become strings: a string stays as it is, None stays null, anything
+    else is written as JSON. The reader (within a batch) and ``conform`` (across files) both use it."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _as_json_strings(arr: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa.Array:
-    values = arr.to_pylist()
-    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
-                     for v in values], type=target)
+    return pa.array([json_string(v) for v in arr.to_pylist()], type=target)
 
 
 def conform(table: pa.Table, schema: pa.Schema, keep: Sequence[str] = ()) -> pa.Table:

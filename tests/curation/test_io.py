@@ -7,12 +7,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation import columns
+from curation import columns, schema
 from curation.io import (
+    ReadAccount,
     ReaderConfig,
     WriterConfig,
     atomic_write,
     plan_reads,
+    read_task,
     write_table,
 )
 from curation.paths import InputError, resolve_paths
@@ -73,6 +75,32 @@ def test_ids_kept_or_assigned_deterministically(tmp_path):
     rows = read_all([str(tmp_path)])
     assert [r["id"] for r in rows] == ["7", "x", "b.jsonl:000000000000", "b.jsonl:000000000014"]
     assert rows == read_all([str(tmp_path)])
+
+
+def test_non_string_ids_are_json_ints_and_strings_as_before(tmp_path):
+    values = [7, "x", True, {"b": 2, "a": 1}, 1.5, [1, "y"], "7 ", False]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "id": v}) + "\n" for i, v in enumerate(values)))
+    assert [r["id"] for r in read_all([str(tmp_path)])] == [
+        "7", "x", "true", '{"a": 1, "b": 2}', "1.5", '[1, "y"]', "7 ", "false"]
+
+
+def test_mixed_type_column_is_stringified_like_the_schema_conform_does_across_files(tmp_path):
+    values = ["x", 3, {"k": "v"}, None, "4", [1, 2], True]
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": f"t{i}", "meta": v, "n": i})
+                                              + "\n" for i, v in enumerate(values)))
+    [task] = plan_reads([str(tmp_path)], "text").tasks
+    account = ReadAccount(task.source)
+    [table] = read_task(task, "text", account=account)  # one batch: Arrow cannot unify meta's values
+    expected = ["x", "3", '{"k": "v"}', None, "4", "[1, 2]", "true"]
+    assert table.column("meta").to_pylist() == expected
+    assert account.stringified == {"meta"}
+    one_per_batch = ReaderConfig(batch_rows=1)  # one value per batch: the pipeline's schema does it across batches
+    account = ReadAccount(task.source)
+    tables = list(read_task(task, "text", one_per_batch, account=account))
+    unified, strung = schema.unify(t.schema for t in tables)
+    assert strung.keys() == {"meta"} and account.stringified == set()
+    conformed = pa.concat_tables(schema.conform(t, unified) for t in tables)
+    assert conformed.column("meta").to_pylist() == expected
 
 
 def test_large_jsonl_is_split_without_losing_or_repeating_lines(tmp_path):

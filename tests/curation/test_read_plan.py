@@ -3,14 +3,15 @@
 import gzip
 import json
 import logging
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation import columns
+from curation import columns, layout
 from curation.io import ReaderConfig, plan_reads, rename_columns
-from curation.paths import InputError, list_inputs
+from curation.paths import CURATION_MANIFEST, InputError, list_inputs
 from tests.curation.readers import read_all
 
 
@@ -86,20 +87,70 @@ def test_files_no_reader_knows_are_listed_and_logged(tmp_path, caplog):
         (tmp_path / name).write_text("<p>x</p>")
     with caplog.at_level(logging.INFO, logger="curation"):
         plan = plan_reads([str(tmp_path)], "text")
+    hidden = "hidden or _-prefixed name"
     assert plan.skipped == [
+        {"path": ".hidden.html", "reason": hidden},
+        {"path": "_SUCCESS", "reason": hidden},
+        {"path": "_tmp", "reason": hidden},  # a folder: listed once, not each file in it
         {"path": "b.html", "reason": "unknown file type .html"},
         {"path": "c.xml", "reason": "unknown file type .xml"},
         {"path": "d.jsonl.bz2", "reason": "unknown file type .jsonl.bz2"},
         {"path": "sub/e.html", "reason": "unknown file type .html"},
     ]
-    assert "skipping 4 files no reader knows: 2 .html, 1 .jsonl.bz2, 1 .xml (listed in report.json)" in caplog.text
+    assert ("skipping 4 files no reader knows: 2 .html, 1 .jsonl.bz2, 1 .xml; 3 hidden or _-prefixed names "
+            "(listed in report.json)") in caplog.text
     assert [t.source for t in plan.tasks] == ["a.jsonl"]
     by_glob = plan_reads([str(tmp_path / "*")], "text")  # a glob lists what it matched and cannot read
-    assert {s["path"] for s in by_glob.skipped} == {"b.html", "c.xml", "d.jsonl.bz2", "sub/e.html"}
+    assert {s["path"] for s in by_glob.skipped} == {"b.html", "c.xml", "d.jsonl.bz2", "sub/e.html", "_SUCCESS", "_tmp"}
     with pytest.raises(InputError, match=r"b\.html: unknown file type \.html; readable endings are .*\.jsonl"):
         plan_reads([str(tmp_path / "b.html")], "text")  # named explicitly: an error, as before
     with pytest.raises(InputError, match=r"matched no file a reader knows, only: b\.html, c\.xml"):
         plan_reads([str(tmp_path / "[bc].*")], "text")
+
+
+def test_a_curation_output_inside_an_input_folder_is_skipped_whole(tmp_path):
+    raw = tmp_path / "raw"
+    _jsonl(raw / "a.jsonl", [{"text": "a"}])
+    prev = raw / "prev_run"  # a previous run's output, written into the input folder
+    (prev / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["x"], "text": ["old"]}), prev / "data" / "part-00000.parquet")
+    (prev / "report.json").write_text('{"rows_in": 1}')
+    (prev / ".curation").mkdir()
+    (prev / ".curation" / "manifest.json").write_text("{}")
+    (raw / ".curation").mkdir()  # no manifest: just a hidden folder
+    (raw / ".curation" / "x.jsonl").write_text('{"text": "hidden"}\n')
+    assert layout.MANIFEST == CURATION_MANIFEST
+    output = {"path": "prev_run", "reason": "a curation output (holds .curation/manifest.json); not read as input"}
+    hidden = {"path": ".curation", "reason": "hidden or _-prefixed name"}
+    for inputs in ([str(raw)], [str(raw / "*")], [str(raw / "**" / "*")], [str(raw / "**" / "*.jsonl")]):
+        plan = plan_reads(inputs, "text")
+        assert [t.source for t in plan.tasks] == ["a.jsonl"], inputs
+        assert output in plan.skipped and all(s["path"] != "prev_run/report.json" for s in plan.skipped), inputs
+    assert plan_reads([str(raw)], "text").skipped == [hidden, output]
+    with pytest.raises(InputError, match=r"prev_run' is the output of a curation run.*pass '.*prev_run/data'"):
+        plan_reads([str(prev)], "text")
+    assert [t.source for t in plan_reads([str(prev / "data")], "text").tasks] == ["part-00000.parquet"]
+
+
+@pytest.mark.parametrize("as_glob", [False, True])
+def test_symlinks_are_followed_each_real_file_read_once_and_loops_end(tmp_path, as_glob):
+    raw = tmp_path / "raw"
+    _jsonl(raw / "loopin" / "a.jsonl", [{"text": "a"}])
+    (raw / "loopin" / "loop").symlink_to(".")  # a loop: loopin/loop/loop/... is loopin
+    _jsonl(tmp_path / "elsewhere" / "b.jsonl", [{"text": "b"}])
+    (raw / "linked").symlink_to(tmp_path / "elsewhere")  # a folder outside the input, linked in
+    (raw / "zz.jsonl").symlink_to(raw / "loopin" / "a.jsonl")  # a second name for a file
+    (raw / "gone.jsonl").symlink_to(tmp_path / "nothing")
+    inputs = [str(raw / "**" / "*.jsonl")] if as_glob else [str(raw)]
+    plan = plan_reads(inputs, "text")
+    assert plan.root == str(raw.resolve())
+    assert [t.source for t in plan.tasks] == ["linked/b.jsonl", "loopin/a.jsonl"]
+    assert plan.skipped == [
+        {"path": "gone.jsonl", "reason": "broken symlink"},
+        {"path": "loopin/loop", "reason": "same folder as loopin"},
+        {"path": "zz.jsonl", "reason": "same file as loopin/a.jsonl"},
+    ]
+    assert [r["text"] for r in read_all(inputs)] == ["b", "a"]
 
 
 def test_empty_files_are_listed_not_fatal(tmp_path):
@@ -123,6 +174,21 @@ def test_empty_files_are_listed_not_fatal(tmp_path):
     only_empty = plan_reads([str(tmp_path)], "text")  # a folder of empty files reads as 0 rows
     assert only_empty.tasks == [] and len(only_empty.empty) == 9
     assert read_all([str(tmp_path)]) == []
+
+
+@pytest.mark.parametrize(("name", "encoding", "codec"), [
+    ("a.csv", "UTF-16", "utf-16"), ("a.tsv", "UTF-16", "utf-16-be"), ("a.jsonl", "UTF-16", "utf-16-le"),
+    ("a.json", "UTF-32", "utf-32"), ("a.txt", "UTF-32", "utf-32-be"), ("a.jsonl.gz", "UTF-16", "utf-16")])
+def test_utf16_and_utf32_files_are_refused_at_planning_naming_the_encoding(tmp_path, name, encoding, codec):
+    path = tmp_path / name
+    text = "text\nhello\n" if name.endswith((".csv", ".tsv")) else '{"text": "hello"}\n'
+    content = (text if codec in ("utf-16", "utf-32") else "\ufeff" + text).encode(codec)  # a byte order mark first
+    assert content.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") else content)
+    _jsonl(tmp_path / "ok.jsonl", [{"text": "fine"}])
+    with pytest.raises(InputError, match=re.escape(f"{path}: is {encoding} (it starts with a {encoding} byte-order "
+                                                   f"mark); convert it to UTF-8, e.g. `") + ".*iconv -f " + encoding):
+        plan_reads([str(tmp_path)], "text")
 
 
 # --------------------------------------------------------------------------------------- column names

@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -229,6 +230,41 @@ def test_corrupt_files_of_every_format_do_not_stop_the_run(tmp_path):
     assert marks == ["a.csv.gz:corrupt", "b.txt.gz:corrupt", "c.jsonl.gz:corrupt", "d.parquet:corrupt", "e.json.gz:corrupt"]
     assert sum(r["text"] is not None for r in rows if r["source"] == "a.csv.gz") > 100
     assert [r["text"] for r in rows if r["source"] == "f.parquet"] == ["fine"]
+
+
+def test_a_file_gone_after_planning_fails_its_task_naming_it_not_corrupt(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"text": "a"}\n')
+    with gzip.open(tmp_path / "b.jsonl.gz", "wt") as fh:
+        fh.write('{"text": "b"}\n')
+    (tmp_path / "c.csv").write_text("text\nc\n")
+    pq.write_table(pa.table({"text": ["d"]}), tmp_path / "d.parquet")
+    (tmp_path / "e.txt").write_text("e")
+    (tmp_path / "f.json").write_text('[{"text": "f"}]')
+    plan = plan_reads([str(tmp_path)], "text")
+    assert len(plan.tasks) == 6
+    for task in plan.tasks:
+        os.unlink(task.path)  # deleted between planning and reading
+        with pytest.raises(records.FileReadError, match=re.escape(task.path) + r": cannot read the file after 0 "
+                           r"records \(FileNotFoundError: .*not a corrupt file.*--resume"):
+            list(read_task(task, "text", account=ReadAccount(task.source)))
+        os.mkdir(task.path)  # a folder where the file was: IsADirectoryError, or pyarrow's OSError without errno
+        with pytest.raises(OSError, match=re.escape(task.path) + ": cannot read the file"):
+            list(read_task(task, "text", account=ReadAccount(task.source)))
+
+
+def test_a_file_unreadable_at_planning_is_an_input_error_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "a.jsonl").write_text('{"text": "a"}\n')
+    (tmp_path / "b.jsonl").write_text('{"text": "b"}\n')
+    open_binary = records.open_binary
+
+    def no_permission(path):
+        if str(path).endswith("b.jsonl"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return open_binary(path)
+
+    monkeypatch.setattr(records, "open_binary", no_permission)
+    with pytest.raises(InputError, match=r"b\.jsonl: cannot read the file \(PermissionError: .*take it out of the input"):
+        plan_reads([str(tmp_path)], "text")
 
 
 # ---------------------------------------------------------------------------------------- oversized
