@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from curation.paths import InputError
+from curation.paths import CURATION_MANIFEST, InputError
 
 DATA_DIR = "data"
 """Curated shards: ``OUTPUT/data/part-NNNNN.<ext>`` reads as one dataset (``pq.read_table("OUTPUT/data")``)."""
@@ -50,7 +50,8 @@ STATE_DIR = ".curation"
 """The tool's own bookkeeping. Hidden, so no reader (ours or a glob) takes it for data."""
 WORK_DIR = f"{STATE_DIR}/work"
 """Results of finished read tasks and shards of a run in progress: what ``--resume`` reuses."""
-MANIFEST = f"{STATE_DIR}/manifest.json"
+MANIFEST = CURATION_MANIFEST
+"""``.curation/manifest.json``; spelled in :mod:`curation.paths`, whose folder listing skips such outputs."""
 RUN_FILE = f"{STATE_DIR}/run.json"
 LOCK = f"{STATE_DIR}/lock"
 """Held (``flock``) by the run writing the folder: a second run into it is refused while the first lives; the

@@ -241,7 +241,7 @@ class ReadCleanStage:
             parts.append(spill(buffer, folder / f"task-{index:06d}.{len(parts):03d}.parquet"))
         layout.write_json_atomic(_task_file(self.work, index), {
             "index": index, "source": task.source, "records": account.records, "rows": rows,
-            "corrupt": account.corrupt, "parts": parts, "steps": {k: asdict(v) for k, v in stats.items()},
+            "corrupt": account.corrupt, "stringified": sorted(account.stringified), "parts": parts, "steps": {k: asdict(v) for k, v in stats.items()},
         })
 
 
@@ -464,6 +464,9 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         task_records=task_records,
         plan=plan,
     )
+    for rec in task_records:  # columns a reader already had to write as strings inside one file
+        for name in rec.get("stringified", []):
+            stringified.setdefault(name, ["mixed within a file"])
     report["columns_as_strings"] = stringified
     report["resume"] = {"resumed": state.resume, "read_tasks": len(tasks), "read_tasks_reused": len(tasks) - tasks_ran,
                         "shards": num_shards, "shards_reused": num_shards - shards_ran}

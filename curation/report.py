@@ -291,7 +291,7 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
         lines += ["", "## Input files", "",
                   f"- read: {len(files['read'])} files, {report['read'].get('records', 0):,} records",
                   f"- corrupt (read up to the error, then one `corrupt_file` row): {len(files['corrupt'])}",
-                  f"- empty: {len(files['empty'])}", f"- skipped (no reader for them): {len(files['skipped'])}"]
+                  f"- empty: {len(files['empty'])}", f"- skipped (each with its reason): {len(files['skipped'])}"]
         lines += [f"  - corrupt: `{c['path']}`: {c['error']}" for c in files["corrupt"]]
         lines += [f"  - skipped: `{c['path']}`: {c['reason']}" for c in files["skipped"][:50]]
         lines += [f"  - empty: `{c}`" for c in files["empty"][:50]]
