@@ -11,8 +11,10 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
+from selectolax.lexbor import LexborHTMLParser
 
-from curation.steps import normalize, urls
+from curation.steps import html, normalize, urls
+from curation.steps.html import strip_html
 from curation.steps.normalize import NormalizeConfig, normalize_text
 from curation.steps.urls import remove_urls
 
@@ -87,3 +89,105 @@ def test_normalize_unchanged_below_the_run_limit(text: str) -> None:
 def test_normalize_other_forms_also_split_long_runs() -> None:
     out = normalize_text("a" + "\u0301\u0316" * 100, NormalizeConfig(form="NFD"))
     assert out.count(normalize._CGJ) == 6 and _longest_non_starter_run(out) <= 30
+
+
+# ----------------------------------------------------------------------------------------------- html
+def _parser_inputs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+
+    def recording(text: str) -> LexborHTMLParser:
+        seen.append(text)
+        return LexborHTMLParser(text)
+
+    monkeypatch.setattr(html, "LexborHTMLParser", recording)
+    return seen
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ("<div><p>a<p>b</div>", 1),
+    ("<ul><li>a<li>b</ul><br><img src=x><hr>", 1),
+    ("</div></div><div><div>x", 2),  # stray end tags close nothing
+    ("<div>" * 40 + "</div>" * 40 + "<span>" * 3, 40),
+    ("plain < text > only", 0),
+])
+def test_nesting_depth(text: str, depth: int) -> None:
+    assert html._nesting_depth(text) == depth
+
+
+@pytest.mark.parametrize("tag", ["div", "section", "pre", "ul", "blockquote", "b"])
+def test_deep_nesting_reaches_the_parser_flattened(tag: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every start tag makes the tree builder walk the stack of open elements: N nested tags cost N².
+    seen = _parser_inputs(monkeypatch)
+    n = 3000
+    out = strip_html(f"<{tag}>x" * n + f"</{tag}>" * n)
+    assert html._nesting_depth(seen[0]) <= html.MAX_DEPTH
+    if tag in html.BLOCK_TAGS:
+        assert out.split("\n") == ["x"] * n  # removed block tags still break lines
+    else:
+        assert out == "x" * n  # inline, and <pre> inside <pre>, as before
+
+
+def test_deep_nesting_keeps_scripts_dropped_and_text() -> None:
+    doc = ("<div>" * 2000 + "<p>deep text</p><script>var x = '<div>';</script><style>p{}</style>"
+           "<!-- <div><div> --><svg><path d='M0'/><g/></svg>tail" + "</div>" * 2000)
+    assert strip_html(doc) == "deep text\ntail"
+
+
+def test_shallow_documents_are_not_flattened(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = _parser_inputs(monkeypatch)
+    doc = "<div>" + "<p>para <b>bold</b> <br> text</p><ul><li>item</ul>" * 500 + "</div>"
+    strip_html(doc)
+    assert seen[0].count("<") == doc.count("<")
+
+
+def test_svg_heavy_page_is_not_flattened() -> None:
+    icons = "<svg viewBox='0 0 8 8'>" + "<path d='M0 0'/>" * 400 + "</svg>"
+    doc = f"<div><pre>code\n  indented</pre>{icons}<table><tr><td>a<td>b</table></div>"
+    assert html._nesting_depth(doc) > html.MAX_DEPTH  # the cheap estimate counts <path/> as open ...
+    assert html._flatten(doc, frozenset(html.DROP_TAGS) | html._RAW_TEXT) == doc  # ... the tokenizer does not
+    assert strip_html(doc) == "code\n  indented\na\nb"
+
+
+def _foster_parented_markers(marked: str) -> int:
+    """Markers the parser moves out of a table: text between table parts lands before the table."""
+    tree = LexborHTMLParser(marked)
+    count = 0
+    for table in tree.css("table"):
+        node = table.prev
+        while node is not None and node.tag == "-text":
+            count += node.text_content.count(html._BLOCK)
+            node = node.prev
+    return count
+
+
+@pytest.mark.parametrize("rows", [
+    "<tr><td>a</td><td>b</td></tr>",
+    "<tr><td>a<td>b",
+    "<thead><tr><th>a</th></tr></thead><tbody><tr><td>b</td></tr></tbody>",
+])
+def test_table_markers_stay_inside_cells(rows: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Text between table parts is moved before the table, and the parser appends every such piece to one
+    # text node: a cost, and memory, that grew with the square of the rows.
+    seen = _parser_inputs(monkeypatch)
+    out = strip_html("<p>before</p><table><caption>cap</caption>" + rows * 500 + "</table>after")
+    assert _foster_parented_markers(seen[0]) <= 1
+    lines = out.split("\n")
+    assert lines[:2] == ["before", "cap"] and lines[-1] == "after"
+    assert lines[2:-1] == ["a", "b"] * 500
+
+
+def test_text_between_rows_stays_in_place_in_big_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The parser moves such text before the table, appending each piece to one text node: with thousands
+    # of pieces that cost the square of their number, in time and memory.
+    seen = _parser_inputs(monkeypatch)
+    out = strip_html("<table>" + "|<tr><td>a</td></tr>" * 1000 + "</table>")
+    assert out.split("\n") == ["|", "a"] * 1000
+    before = LexborHTMLParser(seen[0]).css_first("table").prev
+    assert before is None or not before.text_content.strip(html._BLOCK)
+    # A few pieces (the usual stray "&nbsp;") are left to the parser, which puts them before the table.
+    assert strip_html("<table><tr><td>a</td></tr>|<tr><td>b</td></tr></table>") == "|\na\nb"
+
+
+def test_nested_tables_and_cells_keep_their_lines() -> None:
+    doc = "<table><tr><td>x<table><tr><td>in</td></tr></table>y</td><td>z</td></tr></table>w"
+    assert strip_html(doc) == "x\nin\ny\nz\nw"
