@@ -5,18 +5,21 @@ Nothing here is timed (benchmarks/doc_scaling.py times them). Where the work hap
 a run of combining marks ``unicodedata`` has to sort, how many characters are counted.
 """
 
-
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
+from curation.dedup import dedup_key
 from curation.steps import html, normalize, urls
 from curation.steps.html import strip_html
 from curation.steps.normalize import NormalizeConfig, normalize_text
+from curation.steps.quality import QualityConfig, quality_reason
 from curation.steps.urls import remove_urls
+from curation.steps.whitespace import normalize_whitespace
 
 
 # ----------------------------------------------------------------------------------------------- urls
@@ -191,3 +194,27 @@ def test_text_between_rows_stays_in_place_in_big_tables(monkeypatch: pytest.Monk
 def test_nested_tables_and_cells_keep_their_lines() -> None:
     doc = "<table><tr><td>x<table><tr><td>in</td></tr></table>y</td><td>z</td></tr></table>w"
     assert strip_html(doc) == "x\nin\ny\nz\nw"
+
+
+# ----------------------------------------------------------------------------------------------- others
+def test_quality_word_bounds_without_a_full_split() -> None:
+    cfg = QualityConfig(min_words=2, max_words=5)
+    assert quality_reason("a b c d e", cfg) is None
+    assert quality_reason("a b c d e f", cfg) == "too_many_words"
+    assert quality_reason(" a ", cfg) == "too_few_words"
+    assert quality_reason("w " * 5_000_000, QualityConfig(max_words=10)) == "too_many_words"
+    assert quality_reason("x", QualityConfig(min_words=0, max_words=0)) == "too_many_words"
+    assert quality_reason("  ", QualityConfig(min_chars=0, min_words=0, max_words=0)) is None
+
+
+@pytest.mark.parametrize("text", [
+    "a@" * 50_000, "0123456789" * 10_000, "<div>" * 20_000, "Dr " * 30_000, "\n \n" * 30_000, "x" * 200_000,
+])
+def test_pathological_inputs_pass_through_every_step(text: str) -> None:
+    # Smoke test on the inputs benchmarks/doc_scaling.py times at 50 MB: each step returns, keeps its output
+    # sane, and never grows the text.
+    for step in (normalize_text, strip_html, remove_urls, normalize_whitespace):
+        out = step(text)
+        assert isinstance(out, str) and len(out) <= len(text)
+    assert len(dedup_key(text, "normalized")) == 16
+    assert re.fullmatch(r"[\s\S]*", normalize_whitespace(text)) is not None
