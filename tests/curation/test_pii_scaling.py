@@ -201,7 +201,7 @@ def _growth(make: Callable[[int, int], str], n: int, sep: str = "\n") -> float:
 
 def test_work_doubles_with_the_document() -> None:
     # 2 x 120 records (2,000 spans): checking every digit run against every span found so far made the
-    # whole cost 1.7 times its halves here, and 19 s instead of 0.5 s at 2 MB.
+    # whole cost 1.5 times its halves here, and a 4 MB contact dump 397 s instead of 1.5 s.
     assert 0.95 < _growth(lambda start, n: "\n".join(dense_lines(n, start)[0]), 120) < 1.1
 
 
@@ -222,8 +222,8 @@ def test_work_doubles_on_lists(make: Callable[[int, int], str]) -> None:
     assert 0.95 < _growth(make, 150, sep=" ") < 1.1
 
 
-def test_only_phones_and_spans_compared_once() -> None:
-    # The digit runs left for the phone matcher: one sweep, whatever the number of spans.
+def test_outside_spans() -> None:
+    # The digit runs left for the phone matcher: those no span covers entirely.
     runs = list(re.finditer(r"\d{7,}", " ".join(f"{i:08d}" for i in range(50))))
     spans = [(m.start(), m.end(), "ssn") for m in runs[::2]]
     assert pii._outside_spans(runs, spans) == runs[1::2]
