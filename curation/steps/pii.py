@@ -18,6 +18,11 @@ at short windows around them. The pure-Python phone matcher (about 0.1 ms per wi
 only sees runs of ``min_digits_for_phone`` digits or more. Patterns start with a literal or a character class,
 never with ``\\b`` or a look-behind, which would make ``re`` attempt a match at every character.
 
+Cost is linear in the document's length, however dense its PII: each detector scans once, the digit runs
+left for the phone matcher are compared with the spans found so far in one sorted sweep, and no matcher
+window grows past ``_PHONE_WINDOW``. ``benchmarks/doc_scaling.py`` times it on documents up to 50 MB;
+tests/curation/test_pii_scaling.py counts the work.
+
 Overlaps are resolved deterministically: leftmost span first, then the longest, then the kind listed first in
 :data:`KINDS`; each accepted span becomes exactly one placeholder.
 """
@@ -395,6 +400,19 @@ _ID_CUE = re.compile(
 _PHONE_PAD = 16
 """Context kept on each side of a digit run when it is handed to the phone matcher: enough for ``+``, ``(``,
 ``tel:`` before and ``ext. 1234`` after."""
+_PHONE_WINDOW = 2048
+"""Most characters handed to one phone matcher. Windows of runs closer than twice ``_PHONE_PAD`` merge, so a
+list of numbers (a CSV column, a contact dump) makes one window as long as the list; the matcher gives up
+after 65535 rejected candidates (every number after that leaked) and copies the rest of its text for each
+candidate that looks like a time stamp (the square of the window's length)."""
+_PHONE_CUT = re.compile(r"[\n\r!\"$%&'*<>?@\\^_`{|}bcdfghjklmpqruvwyzBCDFGHJKLMPQRUVWYZ]")
+"""Characters no candidate of the phone matcher can hold (it reads digits, brackets, separators and the
+extension words "ext", "x", "int", "anexo", "доб", case-insensitively): a window cut in front of one gives the
+matcher the same candidates in two pieces as in one. tests/curation/test_pii_scaling.py checks this against
+the matcher's pattern."""
+_PHONE_OVERLAP = 64
+"""Where a long window has no such character (digits, separators and commas only), the next piece starts this
+many characters before the cut, so a number across the cut is whole in one of the two pieces."""
 
 
 def _grouped_like_library(raw: str, number: phonenumbers.PhoneNumber) -> bool:
@@ -441,10 +459,25 @@ def _windows(text: str, runs: list[re.Match[str]], before: int, after: int) -> l
     return windows
 
 
+def _phone_windows(text: str, runs: list[re.Match[str]]) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` pieces of text for the phone matcher: ``runs`` widened by ``_PHONE_PAD``, merged where
+    they touch, and cut where longer than ``_PHONE_WINDOW`` (see there and at ``_PHONE_CUT``)."""
+    for ws, we in _windows(text, runs, _PHONE_PAD, _PHONE_PAD):
+        while we - ws > _PHONE_WINDOW:
+            cut = _PHONE_CUT.search(text, ws + _PHONE_WINDOW // 2, ws + _PHONE_WINDOW)
+            if cut is not None:
+                yield ws, cut.start()
+                ws = cut.start()
+            else:
+                yield ws, ws + _PHONE_WINDOW
+                ws += _PHONE_WINDOW - _PHONE_OVERLAP
+        yield ws, we
+
+
 def _find_phones(text: str, runs: list[re.Match[str]], regions: tuple[str, ...],
                  require_valid: bool) -> Iterator[Span]:
     """Phone numbers near ``runs`` (digit runs long enough to be one); the matcher never scans plain prose."""
-    for ws, we in _windows(text, runs, _PHONE_PAD, _PHONE_PAD):
+    for ws, we in _phone_windows(text, runs):
         window = text[ws:we]
         for region in regions:
             # POSSIBLE, not the default VALID: VALID drops every number whose area code is unassigned (the
@@ -507,6 +540,27 @@ def find_pii(text: str, cfg: PiiConfig = PiiConfig()) -> list[Span]:
     return out
 
 
+def _outside_spans(runs: list[re.Match[str]], spans: list[Span]) -> list[re.Match[str]]:
+    """The ``runs`` (in text order) that no span of ``spans`` (any order) covers entirely.
+
+    One sweep over the spans sorted by start: a run is covered when the furthest end among the spans that
+    start at or before it reaches its end. Checking each run against every span instead costs the square of
+    the matches: 19 s for a 2 MB contact dump.
+    """
+    if not spans:
+        return runs
+    starts = sorted((s, e) for s, e, _ in spans)
+    out: list[re.Match[str]] = []
+    i, reach = 0, -1
+    for m in runs:
+        while i < len(starts) and starts[i][0] <= m.start():
+            reach = max(reach, starts[i][1])
+            i += 1
+        if reach < m.end():
+            out.append(m)
+    return out
+
+
 def _find_in_runs(text: str, cfg: PiiConfig, spans: list[Span]) -> None:
     """Phones, cards, SSNs and IBANs: only where the text has a long enough digit run."""
     n_phone = cfg.min_digits_for_phone
@@ -528,8 +582,7 @@ def _find_in_runs(text: str, cfg: PiiConfig, spans: list[Span]) -> None:
     if "phone" in kinds:
         # Runs already inside a checked span (card, SSN, IBAN, IP, email) cannot start a phone number that
         # would win the overlap, and the matcher is the dearest detector: skip them.
-        phone_runs = [m for m, c in zip(runs, counts)
-                      if c >= n_phone and not any(s <= m.start() and m.end() <= e for s, e, _ in spans)]
+        phone_runs = _outside_spans([m for m, c in zip(runs, counts) if c >= n_phone], spans)
         if phone_runs:
             spans.extend(_find_phones(text, phone_runs, cfg.phone_regions, cfg.phone_require_valid))
 

@@ -35,8 +35,9 @@ def quality_reason(text: str, cfg: QualityConfig = QualityConfig()) -> str | Non
     if cfg.max_chars is not None and n > cfg.max_chars:
         return "too_long"
     if cfg.min_words or cfg.max_words is not None:
-        # maxsplit stops counting once the lower bound is proven: a 10 MB document costs no full split
-        limit = -1 if cfg.max_words is not None else cfg.min_words
+        # maxsplit stops counting once the bound is proven (more than max_words, or at least min_words): a
+        # 50 MB document costs no list of all its words
+        limit = cfg.max_words if cfg.max_words is not None else cfg.min_words
         words = len(text.split(maxsplit=limit))
         if words < cfg.min_words:
             return "too_few_words"

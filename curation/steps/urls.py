@@ -25,13 +25,24 @@ class UrlConfig:
 
 
 def _url_end(url: str) -> int:
-    """Length of ``url`` once trailing punctuation that belongs to the sentence is cut off."""
+    """Length of ``url`` once trailing punctuation that belongs to the sentence is cut off.
+
+    The brackets of each kind are counted once, not again for every character cut: a URL that ends in a
+    long run of ``)`` would otherwise cost the square of its length.
+    """
     end = len(url)
+    brackets: dict[str, list[int]] = {}  # closing bracket -> [openers, closers] in url[:end]
     while end > 0 and url[end - 1] in _TRAILING:
         ch = url[end - 1]
         opener = _PAIRS.get(ch)
-        if opener is not None and url.count(opener, 0, end) >= url.count(ch, 0, end):
-            break  # balanced: the bracket is part of the URL
+        if opener is not None:
+            if ch not in brackets:
+                # openers are never cut (they are not in _TRAILING), so their count stays the same
+                brackets[ch] = [url.count(opener, 0, end), url.count(ch, 0, end)]
+            opened, closed = brackets[ch]
+            if opened >= closed:
+                break  # balanced: the bracket is part of the URL
+            brackets[ch][1] -= 1
         end -= 1
     return end
 
