@@ -9,6 +9,7 @@ from pathlib import Path
 root = Path(__file__).resolve().parents[1]
 parts = [
     ("bench-curation.md", "Curation: the full pipeline vs the seed recipe"),
+    ("bench-resume.md", None),  # benchmarks/resume_overhead.py
     ("bench-pii.md", None),
     ("bench-doc-scaling.md", None),
     ("bench-language.md", None),

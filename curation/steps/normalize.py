@@ -14,6 +14,8 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+
 from curation.steps.base import TextStep
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufeff]")
@@ -27,13 +29,19 @@ marks, as Unicode's Stream-Safe Text Format (UAX #15) prescribes; no text of any
 _CGJ = "\u034f"
 
 
-def _non_starter_class() -> str:
-    """Regex class of the characters that start with a non-starter once decomposed: the combining marks and
-    the few letters that decompose into them (Tibetan U+0F73, half-width katakana voiced marks). All lie in
-    Unicode planes 0 and 1, so the scan stops there (40 ms at import)."""
-    chars = [c for c in map(chr, range(0x20000))
-             if unicodedata.combining(c)
-             or (unicodedata.decomposition(c) and unicodedata.combining(unicodedata.normalize("NFKD", c)[0]))]
+_PLANES = 0x20000
+"""Non-starters all lie in Unicode planes 0 and 1."""
+
+
+def _non_starters() -> list[str]:
+    """The characters that start with a non-starter once decomposed: the combining marks and the few letters
+    that decompose into them (Tibetan U+0F73, half-width katakana voiced marks). 40 ms at import."""
+    return [c for c in map(chr, range(_PLANES))
+            if unicodedata.combining(c)
+            or (unicodedata.decomposition(c) and unicodedata.combining(unicodedata.normalize("NFKD", c)[0]))]
+
+
+def _class_of(chars: list[str]) -> str:
     ranges: list[list[str]] = []
     for c in chars:
         if ranges and ord(ranges[-1][1]) == ord(c) - 1:
@@ -43,11 +51,31 @@ def _non_starter_class() -> str:
     return "".join(re.escape(a) if a == b else f"{re.escape(a)}-{re.escape(b)}" for a, b in ranges)
 
 
-_LONG_NON_STARTER_RUN = re.compile(f"[{_non_starter_class()}]{{{_MAX_NON_STARTERS + 1},}}")
+_NON_STARTER_CHARS = _non_starters()
+_LONG_NON_STARTER_RUN = re.compile(f"[{_class_of(_NON_STARTER_CHARS)}]{{{_MAX_NON_STARTERS + 1},}}")
+_IS_NON_STARTER = np.zeros(_PLANES + 1, dtype=bool)  # the last slot stands for every code point above
+_IS_NON_STARTER[[ord(c) for c in _NON_STARTER_CHARS]] = True
+
+
+def _has_long_run(text: str) -> bool:
+    """Whether ``text`` has a run of more than ``_MAX_NON_STARTERS`` non-starters.
+
+    A table lookup over the code points in numpy: about 50x faster than searching with the regex above, whose
+    character class of some 300 ranges makes ``re`` crawl at ~8 MB/s; that search on every text had tripled
+    the step's cost. The regex only runs on the rare texts this finds."""
+    points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    marks = _IS_NON_STARTER[np.minimum(points, _PLANES)]
+    if int(marks.sum()) <= _MAX_NON_STARTERS:
+        return False
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], marks.view(np.int8), [0]))))
+    return bool((edges[1::2] - edges[::2] > _MAX_NON_STARTERS).any())
 
 
 def _stream_safe(text: str) -> str:
     """``text`` with a combining grapheme joiner after every ``_MAX_NON_STARTERS`` marks of a longer run."""
+    if not _has_long_run(text):
+        return text
+
     def split(m: re.Match[str]) -> str:
         run = m.group()
         return _CGJ.join(run[i:i + _MAX_NON_STARTERS] for i in range(0, len(run), _MAX_NON_STARTERS))
