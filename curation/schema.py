@@ -15,7 +15,7 @@ column that was turned into strings and the types it had.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -68,10 +68,10 @@ def _as_json_strings(arr: pa.ChunkedArray | pa.Array, target: pa.DataType) -> pa
     return pa.array([json_string(v) for v in arr.to_pylist()], type=target)
 
 
-def conform(table: pa.Table, schema: pa.Schema, keep: Sequence[str] = ()) -> pa.Table:
-    """``table`` with exactly the columns and types of ``schema`` (missing columns are nulls).
-
-    Columns named in ``keep`` but absent from ``schema`` stay as they are (internal columns added later)."""
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly the columns and types of ``schema`` (missing columns are nulls)."""
+    if table.schema.equals(schema):
+        return table  # the common case (every file alike): no copy
     arrays, out_fields = [], []
     for f in schema:
         if f.name not in table.column_names:
@@ -88,8 +88,4 @@ def conform(table: pa.Table, schema: pa.Schema, keep: Sequence[str] = ()) -> pa.
                         raise
                     arrays.append(_as_json_strings(col, f.type))
         out_fields.append(f)
-    for name in keep:
-        if name in table.column_names and name not in schema.names:
-            arrays.append(table.column(name))
-            out_fields.append(table.schema.field(name))
     return pa.Table.from_arrays(arrays, schema=pa.schema(out_fields))
