@@ -28,7 +28,7 @@ from curation.steps.urls import UrlConfig
 from curation.steps.whitespace import WhitespaceConfig
 
 STEP_ORDER: tuple[str, ...] = ("normalize", "html", "urls", "whitespace", "quality", "language", "dedup", "pii")
-"""The order steps run in, whatever order they are listed in. Cheap filters run before the shuffle so that
+"""The order steps run in, whatever order they are listed in. Cheap filters run per read task so that
 dropped rows travel light, and PII redaction (the costliest step) runs last, on the rows that survive."""
 
 

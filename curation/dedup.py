@@ -3,7 +3,8 @@
 How it works (three steps, each a plain function on an Arrow table, so it is unit-tested without Ray):
 1. ``add_keys``: every live row gets a 128-bit xxh3 hash of its dedup key (the exact text, or the text with
    case and whitespace folded) and an output shard number taken from that hash.
-2. The pipeline hash-partitions rows by shard (a Ray Data shuffle): all copies of a text meet in one shard,
+2. The pipeline partitions rows by shard (each read task's result is written sorted by shard, one row group per
+   shard, and one Ray task per shard reads its row group of every result): all copies of a text meet in one shard,
    whichever node or block they started on.
 3. ``mark_duplicates``: inside a shard, each group of equal hashes keeps the row with the smallest id and
    marks the others ``duplicate``. Because the winner is chosen by id, not by arrival order, the output is

@@ -129,7 +129,7 @@ def _mark_empty(batch: pa.Table, text_column: str) -> pa.Table:
 
 
 def _shrink_dropped(batch: pa.Table, text_column: str) -> pa.Table:
-    """Dropped rows keep their id and reason but not their text: the shuffle should not carry dead weight."""
+    """Dropped rows keep their id and reason but not their text: the per-task results carry no dead weight."""
     dropped = pc.is_valid(batch.column(columns.DROP_REASON))
     texts = pc.if_else(dropped, pa.scalar(None, pa.large_string()), batch.column(text_column).cast(pa.large_string()))
     return batch.set_column(batch.schema.get_field_index(text_column), text_column, texts)
