@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     print("\n".join(["", "Curation finished:", *("  " + line for line in summary_lines(report)),
-                     f"  output: {cfg.output}  (report.json, report.md)"]))
+                     f"  output: {cfg.output}  (data/, report.json, report.md; _SUCCESS marks it finished)"]))
     sys.stdout.flush()
     return 0
 
