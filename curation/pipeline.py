@@ -330,6 +330,17 @@ def init_ray(cfg: RunConfig) -> None:
                  log_to_driver=True, configure_logging=False)
 
 
+def _write_empty_shard(cfg: RunConfig, out: Path, out_schema: pa.Schema) -> str:
+    """No row survived (or the inputs held none): one empty shard with the run's columns, so ``OUTPUT/data``
+    still reads as a table with a schema (``id``, the text, ``source`` at least) instead of as nothing."""
+    base = pa.schema([pa.field(columns.ID, pa.string()), pa.field(cfg.text_column, pa.large_string()),
+                      pa.field(columns.SOURCE, pa.string())])
+    full, _ = schema.unify([base, out_schema])
+    name = f"{DATA_DIR}/{shard_name(0, cfg.writer)}"
+    write_table(output_table(full.empty_table(), cfg.text_column), out / name, cfg.writer)
+    return name
+
+
 RESUME_IGNORES = ("input", "output", "overwrite", "resume", "progress", "num_cpus", "ray_address")
 """Settings that do not change a run's results: ``--resume`` may change them. ``input`` is compared as the files
 it resolves to (``inputs``, ``tasks``), so ``data/raw`` and ``/abs/path/data/raw`` are the same input."""
@@ -453,6 +464,8 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
     out_schema, stringified = schema.unify(
         schema.schema_from_json(p["schema"]) for rec in task_records for p in rec["parts"])
     shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records)
+    if not any(f.startswith(f"{DATA_DIR}/") for r in shard_records for f in r["files"]):
+        shard_records[0]["files"].append(_write_empty_shard(cfg, out, out_schema))
     t_end = time.time()
     report = build_report(
         [r["summary"] for r in shard_records],

@@ -185,3 +185,22 @@ def test_messy_folder_every_record_accounted_for(ray_local, tmp_path):
     assert sum(i.startswith("bom.jsonl:") for i in rows) == 10  # the BOM no longer costs the first row
     md = (out / "report.md").read_text()
     assert "truncated.jsonl.gz" in md and "page.html" in md
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_nothing_to_keep_still_gives_a_table_with_columns(ray_local, tmp_path):
+    from curation.pipeline import run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "empty.jsonl").write_bytes(b"")
+    (src / "blank.csv").write_text("id,text,lang_hint\n")
+    (src / "short.jsonl").write_text(json.dumps({"text": "hi", "extra": 1}) + "\n")
+    out = tmp_path / "out"
+    report = run(build_config(None, {"input": [str(src)], "output": str(out), "progress": False,
+                                     "quality": {"min_words": 3}}))
+    assert report["rows_out"] == 0 and report["dropped"] == {"too_few_words": 1}
+    table = pq.read_table(out / "data")
+    assert table.num_rows == 0 and {"id", "text", "source", "extra"} <= set(table.column_names)
+    assert (out / layout.MARKER).is_file()
