@@ -346,10 +346,13 @@ RESUME_IGNORES = ("input", "output", "overwrite", "resume", "progress", "num_cpu
 it resolves to (``inputs``, ``tasks``), so ``data/raw`` and ``/abs/path/data/raw`` are the same input."""
 
 
-def plan_record(cfg: RunConfig, tasks: list[ReadTask], num_shards: int) -> dict[str, Any]:
-    """What the results are computed from; ``--resume`` continues only a run planned from the same."""
+def plan_record(cfg: RunConfig, tasks: list[ReadTask], num_shards: int,
+                fingerprints: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the results are computed from; ``--resume`` continues only a run planned from the same.
+    ``fingerprints``: :func:`fingerprint_inputs` of ``tasks`` when the caller has them already."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUME_IGNORES}
-    inputs = {f.pop("path"): f for f in fingerprint_inputs(tasks)}
+    inputs = {f["path"]: {k: v for k, v in f.items() if k != "path"}
+              for f in (fingerprints if fingerprints is not None else fingerprint_inputs(tasks))}
     return {"version": 1, "settings": settings, "num_shards": num_shards, "inputs": inputs,
             "tasks": [asdict(t) for t in tasks]}
 
@@ -432,17 +435,19 @@ def run(cfg: RunConfig, on_ray_started: Callable[[], Any] | None = None) -> dict
     tasks = plan.tasks
     input_bytes = sum(t.size for t in tasks)
     num_shards = shard_count(input_bytes, cfg.writer)
+    fingerprints = fingerprint_inputs(tasks)  # reads each input's first and last MiB: once per run
     state = layout.prepare_output(cfg.output, inputs=cfg.input, overwrite=cfg.overwrite, resume=cfg.resume,
                                   planned_files=planned_files(cfg, num_shards),
-                                  plan=plan_record(cfg, tasks, num_shards))
+                                  plan=plan_record(cfg, tasks, num_shards, fingerprints))
     try:
-        return _run_locked(cfg, plan, state, num_shards, input_bytes, t_start, on_ray_started)
+        return _run_locked(cfg, plan, state, num_shards, input_bytes, fingerprints, t_start, on_ray_started)
     finally:
         state.release()
 
 
 def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards: int, input_bytes: int,
-                t_start: float, on_ray_started: Callable[[], Any] | None) -> dict[str, Any]:
+                fingerprints: list[dict[str, Any]], t_start: float,
+                on_ray_started: Callable[[], Any] | None) -> dict[str, Any]:
     tasks = plan.tasks
     out = state.out
     if state.already_complete:
@@ -471,7 +476,7 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         [r["summary"] for r in shard_records],
         config=to_dict(cfg),
         steps=cfg.ordered_steps,
-        inputs=fingerprint_inputs(tasks),
+        inputs=fingerprints,
         wall_seconds={"total": t_end - t_start, "ray_start": t_ray - t_start, "pipeline": t_end - t_ray},
         num_shards=num_shards,
         task_records=task_records,
