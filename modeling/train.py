@@ -18,6 +18,10 @@ Usage::
 Each run directory (``<trainer.default_root_dir>/<logger name>/version_N``) keeps ``config.yaml`` (the config it
 ran with), ``checkpoints/`` (best-k by ``val_loss``, the latest step checkpoints, ``last.ckpt``) and ``hf/`` (the
 best model in Hugging Face format, or the LoRA adapter).
+
+SIGTERM (``docker stop``, an eviction, a scheduler) or Ctrl-C during ``fit`` saves ``last.ckpt`` at the step reached
+and exits 143 or 130 with one line naming the checkpoint; ``--ckpt_path last`` continues from it
+(``modeling.preemption``). SLURM's SIGUSR1 stays Lightning's (``hpc_ckpt_N.ckpt`` and a requeue).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from curation.paths import InputError
 from modeling.data import DataConfigError, TextDataModule
 from modeling.export import HFExportCallback, ModelLoadError
 from modeling.module import CausalLMModule, ModelConfigError
 from modeling.peak_flops import device_peak_flops, matmul_precision
+from modeling.preemption import PreemptionCheckpoint, TrainingPreempted
 
 
 class TokenThroughputMonitor(Callback):
@@ -149,11 +155,22 @@ class TrainCLI(LightningCLI):
             os.environ.setdefault("WANDB_MODE", "offline")
             rank_zero_info("W&B: no API key configured, logging offline (upload later with `wandb sync`)")
 
-
     def before_fit(self) -> None:
         if not self.trainer.loggers:
             # `--trainer.logger false` (benchmarks, quick checks): the LR monitor would refuse to start
             self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+        self.trainer.callbacks.append(PreemptionCheckpoint())
+
+    def fit(self, **kwargs: Any) -> None:
+        """``trainer.fit``; a run stopped by SIGTERM/SIGINT after saving its checkpoint raises TrainingPreempted."""
+        try:
+            self.trainer.fit(**kwargs)
+        except SIGTERMException as err:  # Lightning stopped first (validation, DDP); the callback saved on the way
+            preempted = next((cb.preempted for cb in self.trainer.callbacks
+                              if isinstance(cb, PreemptionCheckpoint) and cb.preempted), None)
+            if preempted is None:
+                raise
+            raise preempted from err
 
 
 def _latest_last_checkpoint(root: Path) -> str | None:
@@ -194,12 +211,16 @@ def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
 
 
 def run_command(args: list[str] | None = None) -> int:
-    """``python -m modeling.train``: a configuration or input the run cannot use is one line on stderr, exit 2."""
+    """``python -m modeling.train``: a configuration or input the run cannot use is one line on stderr, exit 2; a run
+    stopped by SIGTERM or SIGINT after saving its checkpoint is one line too, exit 143 or 130."""
     try:
         main(args)
     except (ModelConfigError, DataConfigError, ModelLoadError, InputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingPreempted as stop:
+        print(stop, file=sys.stderr)
+        return stop.exit_code
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,13 @@ class InterruptAt(pl.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt  # Lightning's graceful-interrupt path, as for Ctrl-C
+
+
+class PrintSteps(pl.Callback):
+    """Prints ``step N`` after every optimizer step (a subprocess test waits for it before sending a signal)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        print(f"step {trainer.global_step}", flush=True)
 
 
 def tiny_args(root: Path, tokenizer: Path, shards: Path, *extra: str, config: str = "tiny-cpu.yaml") -> list[str]:
@@ -266,3 +274,46 @@ def test_ckpt_path_last_prefers_the_newest_of_last_and_slurm_hpc_checkpoints(tmp
     assert _latest_last_checkpoint(tmp_path) == str(hpc)
     (tmp_path / "best-10-1.0.ckpt").write_bytes(b"x")  # other checkpoints are not resume points
     assert _latest_last_checkpoint(tmp_path) == str(hpc)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_saves_last_ckpt_exits_nonzero_and_resumes_exactly(tmp_path, tokenizer_dir, shards_dir, signum):
+    # a fixed cosine length, so a run told max_steps 100000 and one told max_steps N follow the same schedule
+    common = ["--data.max_docs", "40", "--model.scratch.dropout", "0.1", "--model.scheduler.init_args.total_steps",
+              "200", "--trainer.val_check_interval", "10000", "--periodic_checkpoint.every_n_train_steps", "10000"]
+    root = tmp_path / "preempted"
+    args = tiny_args(root, tokenizer_dir, shards_dir, *common, "--trainer.max_steps", "100000",
+                     "--trainer.callbacks+", f"{__name__}.PrintSteps")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "modeling.train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("step 2"):
+                proc.send_signal(signum)
+                break
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, stderr[-3000:]
+    last = next(root.rglob("last.ckpt"))
+    assert last.parent.name == "checkpoints"  # the run's own checkpoint folder, where --ckpt_path last looks
+    stopped_at = torch.load(last, weights_only=False)["global_step"]
+    assert stopped_at >= 2
+    message = stderr.strip().splitlines()[-1]
+    assert message == (f"stopped by {signal.Signals(signum).name} at step {stopped_at}; checkpoint saved to {last}; "
+                       "resume by running the same command with --ckpt_path last")
+
+    total = stopped_at + 3
+    resumed = main(tiny_args(root, tokenizer_dir, shards_dir, *common, "--trainer.max_steps", str(total),
+                             "--ckpt_path", "last"))
+    assert resumed.trainer.ckpt_path == str(last)
+    assert resumed.trainer.global_step == total
+    steps = [int(r["step"]) for r in read_metrics(Path(resumed.trainer.log_dir)) if r.get("train_loss_step")]
+    assert steps and min(steps) >= stopped_at  # it went on from the saved step, not from 0
+    straight = main(tiny_args(tmp_path / "straight", tokenizer_dir, shards_dir, *common,
+                              "--trainer.max_steps", str(total)))
+    a, b = straight.model.model.state_dict(), resumed.model.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=f"weights differ at {key}")
