@@ -211,6 +211,12 @@ class CausalLMModule(LightningModule):
             )
         if quantization is not None:
             _check_qlora_possible(pretrained, lora)
+        if lora is not None and pretrained is None:
+            # The adapter would name no base (base_model_name_or_path: null) and the random base is never saved.
+            raise ModelConfigError(
+                "model.lora needs model.pretrained: LoRA adapts a pretrained model; for a model trained from "
+                "scratch, drop --model.lora"
+            )
         self.pretrained = pretrained
         self.scratch = scratch
         self.vocab_size = vocab_size

@@ -225,6 +225,17 @@ def test_qlora_config_on_cpu_stops_with_a_clear_message(tmp_path, tokenizer_dir,
               "--data.path", str(shards_dir), "--trainer.default_root_dir", str(tmp_path)])
 
 
+def test_lora_on_a_model_from_scratch_is_refused_with_exit_2(tmp_path, tokenizer_dir, shards_dir, capsys):
+    from modeling.train import run_command
+
+    code = run_command(tiny_args(tmp_path, tokenizer_dir, shards_dir, "--model.lora.r", "4"))
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: model.lora needs model.pretrained: LoRA adapts a pretrained model; for a model trained from "
+        "scratch, drop --model.lora")
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_wandb_logger_is_selectable_and_offline_without_a_key(tmp_path, tokenizer_dir, shards_dir, monkeypatch):
     from lightning.pytorch.loggers import WandbLogger
 
