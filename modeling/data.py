@@ -7,12 +7,14 @@ run, restart and DDP rank memory-maps the result::
     cache_dir/<key>/blocks.npy   (n_blocks, block_size) uint16/uint32 token ids, documents joined by eos
     cache_dir/<key>/meta.json    what went in (files, tokenizer, block size) and what came out (docs, tokens)
 
-The key hashes the input files (path, size, mtime), the tokenizer files and the block size: change any of them
+The key hashes the input files (path, size, mtime; for ``data.hf_dataset`` the local ``data_files`` or dataset
+folder, and the name/config/revision), the tokenizer files and the block size: change any of them
 and a new cache is built; delete the folder to force a rebuild.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import json
@@ -344,7 +346,8 @@ class TextDataModule(LightningDataModule):
         if self.path is not None:
             return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self._files()]
         assert self.hf_dataset is not None
-        return asdict(self.hf_dataset)
+        # name/config/revision/split identify a hub dataset; local files are covered by their path, size and mtime
+        return {**asdict(self.hf_dataset), "local_files": _local_dataset_files(self.hf_dataset)}
 
     def _describe(self) -> str:
         return f"data.path={self.path!r}" if self.path is not None else f"data.hf_dataset={self.hf_dataset}"
@@ -354,6 +357,24 @@ class TextDataModule(LightningDataModule):
 
     def _world_size(self) -> int:
         return self.trainer.world_size if self._trainer_attached() else 1
+
+
+def _local_dataset_files(cfg: HFDatasetConfig) -> list[list[Any]]:
+    """(path, size, mtime) of each local file behind ``data.hf_dataset``: the matches of ``data_files`` (relative
+    to ``name`` when that is a local folder, as ``load_dataset`` reads them), or every file of a local dataset
+    folder. Empty for a hub dataset, whose name/config/revision identify it."""
+    base = Path(cfg.name).expanduser()
+    base_dir = base if base.is_dir() else None
+    patterns = [cfg.data_files] if isinstance(cfg.data_files, str) else list(cfg.data_files or [])
+    if not patterns and base_dir is not None:
+        patterns = ["**/*"]
+    found: set[Path] = set()
+    for pattern in patterns:
+        where = Path(pattern).expanduser()
+        if not where.is_absolute() and base_dir is not None:
+            where = base_dir / where
+        found.update(Path(m).resolve() for m in glob.glob(str(where), recursive=True) if Path(m).is_file())
+    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(found)]
 
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:

@@ -122,3 +122,34 @@ def test_hf_dataset_gives_the_same_blocks_as_the_shards(tokenizer_dir, tmp_path,
     from_hf.setup("fit")
     assert from_hf.cache_key() != from_files.cache_key()
     assert np.array_equal(np.asarray(from_hf.train_set.blocks), np.asarray(from_files.train_set.blocks))
+
+
+def test_hf_dataset_cache_key_covers_its_local_data_files(tokenizer_dir, tmp_path, monkeypatch):
+    import json
+
+    import datasets
+
+    from modeling.data import HFDatasetConfig
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
+    shards = write_shards(tmp_path / "shards", make_docs(20, seed=1), n_shards=1)
+    hf = HFDatasetConfig(name="parquet", data_files=str(shards / "*.parquet"))
+
+    def build() -> tuple[str, dict]:
+        dm = TextDataModule(tokenizer=str(tokenizer_dir), hf_dataset=hf, block_size=16,
+                            cache_dir=str(tmp_path / "cache"))
+        cache = dm.build_cache()
+        return dm.cache_key(), json.loads((cache / "meta.json").read_text())
+
+    key, meta = build()
+    assert meta["docs"] == 20
+    assert build()[0] == key  # unchanged files: the same key, the cache is reused
+    write_shards(shards, make_docs(35, seed=2), n_shards=1)  # the parquet file is rewritten in place
+    new_key, new_meta = build()
+    assert new_key != key and new_meta["docs"] == 35  # a new cache from the new file, not the old blocks
+    # a local dataset folder as the name, with data_files relative to it, is covered the same way
+    in_folder = HFDatasetConfig(name=str(shards), data_files="part-00000.parquet")
+    dm = TextDataModule(tokenizer=str(tokenizer_dir), hf_dataset=in_folder, cache_dir=str(tmp_path / "cache"))
+    before = dm.cache_key()
+    write_shards(shards, make_docs(5, seed=3), n_shards=1)
+    assert dm.cache_key() != before
