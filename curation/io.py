@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shlex
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation import columns
+from curation.layout import atomic_write
 from curation.paths import FORMAT_SUFFIXES, InputError, detect_format, file_ending, list_inputs
 from curation.records import (
     READ_ERRORS,
@@ -561,19 +561,6 @@ def shard_count(input_bytes: int, cfg: WriterConfig) -> int:
     if cfg.num_shards is not None:
         return cfg.num_shards
     return max(1, -(-input_bytes // (cfg.shard_mb * 2**20)))
-
-
-def atomic_write(path: str | os.PathLike[str], write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a complete-looking file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_table(table: pa.Table, path: str | os.PathLike[str], cfg: WriterConfig) -> None:

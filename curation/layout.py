@@ -63,7 +63,7 @@ OWN_NAMES = (DATA_DIR, DROPPED_DIR, MARKER, *REPORT_FILES)
 """Names this tool writes at the top of an output folder; if any exists there without a manifest, the folder
 holds someone else's data and is refused."""
 TMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
-"""Temporary names of :func:`curation.io.atomic_write` (``.part-00001.parquet.<uuid4 hex>.tmp``): what a
+"""Temporary names of :func:`atomic_write` (``.part-00001.parquet.<uuid4 hex>.tmp``): what a
 worker killed while writing leaves behind. Only removed inside folders this tool writes."""
 
 
@@ -180,19 +180,29 @@ class Manifest:
                                            "files": sorted(set(self.files))})
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary name, fsync, rename: readers see the old file or the whole new one."""
+def atomic_write(path: str | os.PathLike[str], write: Any) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a complete-looking file. The
+    temporary name matches ``TMP_RE``, which is how a later run finds what a killed writer left."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON atomically, fsynced: readers see the old file or the whole new one."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    atomic_write(path, write)
 
 
 def read_json(path: Path) -> Any:

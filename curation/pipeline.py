@@ -43,7 +43,6 @@ from curation.dedup import add_keys, mark_duplicates
 from curation.io import (
     ReadAccount,
     ReadTask,
-    atomic_write,
     output_table,
     plan_reads,
     read_task,
@@ -192,7 +191,7 @@ def spill(tables: list[pa.Table], path: Path) -> dict[str, Any]:
                 writer.write_table(table.slice(start, end - start), row_group_size=end - start)
                 start = end
 
-    atomic_write(path, write)
+    layout.atomic_write(path, write)
     return {"file": path.name, "groups": {str(k): v for k, v in groups.items()},
             "schema": schema.schema_to_json(table.schema)}
 
