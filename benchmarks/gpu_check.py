@@ -116,7 +116,7 @@ def common_args(name: str, work: Path, assets: dict[str, str], steps: int, windo
             "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
             "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
             "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(root),
-            "--trainer.logger.name", "csv", "--trainer.log_every_n_steps", str(window),
+            "--name", "csv", "--trainer.log_every_n_steps", str(window),
             "--throughput.every_n_steps", str(window),
             # the configs warm up over 30-700 steps; a short run must reach its learning rate to show the loss fall
             "--model.scheduler.init_args.warmup_steps", str(max(1, steps // 10))]

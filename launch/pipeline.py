@@ -185,13 +185,13 @@ def build_stages(cfg: PipelineConfig) -> list[Stage]:
         ),
         Stage(
             name="train",
-            # The run lands in train/<logger name>/version_0: the directory is emptied first, so the version
-            # number never climbs and evaluation cannot pick up an older run's model.
+            # The run lands in train/<experiment>/version_0 (the experiment: --name, by default the config
+            # file's name): the directory is emptied first, so the version number never climbs and evaluation
+            # cannot pick up an older run's model.
             command=lambda: [py, "-m", "modeling.train", "fit", "--config", cfg.train_config,
                              "--data.path", str(curated / "data"), "--data.tokenizer", str(tokenizer),
                              "--data.cache_dir", str(out / "token-cache"),
-                             "--trainer.default_root_dir", str(train),
-                             "--trainer.logger.init_args.save_dir", str(train), *extra.train],
+                             "--trainer.default_root_dir", str(train), *extra.train],
             outputs=("train/**/hf/config.json", "train/**/checkpoints/last.ckpt"),
             inputs=(Path(cfg.train_config),),
             upstream=("curation", "tokenizer"),

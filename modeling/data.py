@@ -243,6 +243,25 @@ class TextDataModule(LightningDataModule):
         # Lightning warns that a mid-epoch resume with a plain DataLoader is inexact; our sampler makes it exact.
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What the training data is, for checkpoints to record (``modeling.runs``): the token stream's hash and
+        size (so moving or touching the corpus changes nothing, editing it does), the split and the tokenizer."""
+        cache = self.build_cache()
+        meta = json.loads((cache / "meta.json").read_text())
+        if "tokens_sha256" not in meta:  # a cache built before the hash was recorded: hash it once, keep it
+            blocks = np.load(cache / "blocks.npy", mmap_mode="r").reshape(-1)
+            digest = hashlib.sha256()
+            for start in range(0, meta["tokens"], 1 << 24):
+                digest.update(np.ascontiguousarray(blocks[start:min(meta["tokens"], start + (1 << 24))]).tobytes())
+            meta["tokens_sha256"] = digest.hexdigest()
+            tmp = cache / f".meta-{os.getpid()}.json"
+            tmp.write_text(json.dumps(meta, indent=2))
+            os.replace(tmp, cache / "meta.json")
+        return {"tokens_sha256": meta["tokens_sha256"], "docs": meta["docs"], "tokens": meta["tokens"],
+                "source": self._describe(), "block_size": self.block_size, "val_fraction": self.val_fraction,
+                "seed": self.seed, "tokenizer": self.tokenizer_path,
+                "tokenizer_sha256": _tokenizer_fingerprint(self.tokenizer)}
+
     # ------------------------------------------------------------------------------- the cache
     def cache_key(self) -> str:
         """Hash of everything that determines the token blocks."""
@@ -264,6 +283,7 @@ class TextDataModule(LightningDataModule):
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.cache_dir))
         try:
             docs = tokens = 0
+            digest = hashlib.sha256()  # of the token stream: the data's identity, recorded in every checkpoint
             with open(tmp / "tokens.bin", "wb") as out:
                 for texts in self._iter_texts():
                     encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
@@ -272,6 +292,7 @@ class TextDataModule(LightningDataModule):
                         ids.append(eos)  # eos separates documents inside a packed block
                     flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype)
                     flat.tofile(out)
+                    digest.update(flat.tobytes())
                     docs += len(encoded)
                     tokens += len(flat)
             if docs == 0:
@@ -290,7 +311,8 @@ class TextDataModule(LightningDataModule):
             last = tokens - (n_blocks - 1) * self.block_size
             meta = {"version": CACHE_VERSION, "docs": docs, "tokens": tokens, "blocks": n_blocks,
                     "block_size": self.block_size, "last_block_tokens": last, "dtype": np.dtype(dtype).name,
-                    "source": self._source_fingerprint(), "tokenizer": self.tokenizer_path}
+                    "source": self._source_fingerprint(), "tokenizer": self.tokenizer_path,
+                    "tokens_sha256": digest.hexdigest()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             try:
                 os.replace(tmp, final)  # atomic: a crashed build never leaves a half cache under the key

@@ -13,12 +13,12 @@ Two kinds of data, told apart by their columns (any mix of parquet, jsonl[.gz] a
 
 Usage::
 
-    python -m modeling.evaluate --model runs/tiny/tensorboard/version_0/hf --data data/heldout \
+    python -m modeling.evaluate --model runs/tiny-cpu/version_0/hf --data data/heldout \
         --output out/metrics.json
-    python -m modeling.evaluate --model runs/tiny/tensorboard/version_0/checkpoints/last.ckpt \
+    python -m modeling.evaluate --model runs/tiny-cpu/version_0/checkpoints/last.ckpt \
         --data 'data/qa/*.jsonl' \
         --metrics accuracy,f1,bleu,rouge --prompt-column question --references-column answers --first-line
-    python -m modeling.evaluate --model runs/lora/tensorboard/version_0/hf --data data/heldout \
+    python -m modeling.evaluate --model runs/lora/version_0/hf --data data/heldout \
         --device cuda --dtype bfloat16
 
 Without ``--metrics`` every metric the data's columns allow is computed.

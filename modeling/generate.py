@@ -8,13 +8,13 @@ confident samples first, which is where the errors are.
 Usage::
 
     # the shipped domain prompts, one sampling setting (temperature 0.8, top-p 0.95, top-k 50)
-    python -m modeling.generate --model runs/tiny/csv/version_0/hf --prompts configs/generate/prompts.txt
+    python -m modeling.generate --model runs/tiny-cpu/version_0/hf --prompts configs/generate/prompts.txt
     # greedy and two temperatures in one run, from a Lightning checkpoint, on a GPU in bfloat16
-    python -m modeling.generate --model runs/tiny/csv/version_0/checkpoints/last.ckpt \
+    python -m modeling.generate --model runs/tiny-cpu/version_0/checkpoints/last.ckpt \
         --prompts configs/generate/prompts.txt --settings greedy,t0.7,t1.0_p0.9 --num-return-sequences 3 \
         --device cuda --dtype bfloat16 --output out/samples.jsonl
     # a LoRA adapter directory (its base model is found through adapter_config.json)
-    python -m modeling.generate --model runs/lora/csv/version_0/hf --prompts prompts.jsonl
+    python -m modeling.generate --model runs/lora/version_0/hf --prompts prompts.jsonl
 
 Writes ``--output`` (JSONL, one row per sample) and, next to it, a Markdown report (``samples.md`` for
 ``samples.jsonl``). The same model, prompts, seed, batch size and device give the same samples.

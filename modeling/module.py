@@ -129,7 +129,8 @@ class WarmupCosineLR(LRScheduler):
     """Linear warmup to the base learning rate, then cosine decay to ``min_lr_ratio`` of it.
 
     ``total_steps`` left as None is filled in by :class:`CausalLMModule` from the trainer
-    (``max_steps``, or epochs x batches), so a config need not repeat the run length.
+    (``max_steps``, or epochs x batches), so a config need not repeat the run length; a run resumed with another
+    ``max_steps`` then refits the decay to the new length (see ``CausalLMModule.on_train_start``).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 0, total_steps: int | None = None,
@@ -140,7 +141,18 @@ class WarmupCosineLR(LRScheduler):
         self.warmup_steps = warmup_steps
         self.total_steps = total_steps
         self.min_lr_ratio = min_lr_ratio
+        self.follows_trainer = False  # True when total_steps came from the trainer (saved in the state_dict)
         super().__init__(optimizer, last_epoch)
+
+    def refit(self, total_steps: int) -> tuple[float, float]:
+        """End the decay at ``total_steps`` from now on; the learning rates of the next step move to the new
+        curve at once. Returns the first group's LR (before, after)."""
+        before = self.optimizer.param_groups[0]["lr"]
+        self.total_steps = total_steps
+        for group, lr in zip(self.optimizer.param_groups, self.get_lr()):
+            group["lr"] = lr
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        return before, self.optimizer.param_groups[0]["lr"]
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
@@ -265,6 +277,25 @@ class CausalLMModule(LightningModule):
         self.trainable_params = trainable
         rank_zero_info(f"model: {total:,} parameters, {trainable:,} trainable ({100 * trainable / total:.3f}%)")
 
+    def hf_config(self) -> PretrainedConfig:
+        """The transformers config of the model this module builds, without building it (what a checkpoint's
+        run identity records; ``modeling.runs``): a pretrained embedding smaller than the tokenizer counts as
+        resized, as ``configure_model`` resizes it."""
+        if self.scratch is not None:
+            rows = self.scratch.vocab_size or self.vocab_size
+            if rows is None:
+                raise ModelConfigError("model.scratch.vocab_size is unknown: set data.tokenizer (the CLI links "
+                                       "its size) or model.scratch.vocab_size")
+            return self.scratch.to_hf_config(rows)
+        assert self.pretrained is not None
+        try:
+            config = AutoConfig.from_pretrained(self.pretrained)
+        except OSError as err:
+            raise _pretrained_error(self.pretrained, err) from err
+        if self.vocab_size is not None and self.vocab_size > getattr(config, "vocab_size", 0):
+            config.vocab_size = self.vocab_size
+        return config
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits, shape (batch, time, vocab)."""
         assert self.model is not None, "call configure_model() first"
@@ -334,6 +365,7 @@ class CausalLMModule(LightningModule):
                     "or model.scheduler.init_args.total_steps"
                 )
             scheduler.total_steps = total
+            scheduler.follows_trainer = True
         if self._trainer is not None:
             rank_zero_info(self._describe_optimization(optimizer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -379,6 +411,21 @@ class CausalLMModule(LightningModule):
         if self.lora is not None:
             for logger in self.loggers:
                 logger.log_metrics({"trainable_params": float(self.trainable_params)}, step=0)
+
+    def on_train_start(self) -> None:
+        # After a resume the scheduler's state is the checkpoint's, including the run length it was fitted to.
+        total = self._total_steps()
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if (isinstance(scheduler, WarmupCosineLR) and scheduler.follows_trainer and total is not None
+                    and scheduler.total_steps != total):
+                old = scheduler.total_steps
+                before, after = scheduler.refit(total)
+                rank_zero_info(
+                    f"schedule: the run is {total} steps now, {old} when the checkpoint was saved: the cosine decay "
+                    f"is refitted to end at step {total} (learning rate at step {self.global_step}: {before:.3g} -> "
+                    f"{after:.3g}). A fixed model.scheduler.init_args.total_steps keeps a schedule as it is."
+                )
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         # Seed dropout from (run seed, step, rank): the random stream then depends on the step alone, so a run
@@ -443,10 +490,7 @@ class CausalLMModule(LightningModule):
         try:
             model = AutoModelForCausalLM.from_pretrained(self.pretrained, **kwargs)
         except OSError as err:
-            raise ModelConfigError(
-                f"cannot load model.pretrained={self.pretrained!r}: {err}. Give a directory written by "
-                "save_pretrained (config.json + weights) or a hub name reachable from this machine."
-            ) from err
+            raise _pretrained_error(self.pretrained, err) from err
         if self.quantization is not None:
             import peft
 
@@ -540,6 +584,13 @@ class CausalLMModule(LightningModule):
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of (tokens, vocab) logits against targets, skipping IGNORE_INDEX, computed in fp32."""
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX)
+
+
+def _pretrained_error(pretrained: str, err: OSError) -> ModelConfigError:
+    return ModelConfigError(
+        f"cannot load model.pretrained={pretrained!r}: {err}. Give a directory written by save_pretrained "
+        "(config.json + weights) or a hub name reachable from this machine."
+    )
 
 
 def _unscales_in_step(optimizer: torch.optim.Optimizer) -> bool:

@@ -5,37 +5,54 @@ Usage::
     # a 2-layer GPT-2 on CPU in well under a minute (the demo, and what the tests run)
     python -m modeling.train fit --config configs/train/tiny-cpu.yaml \
         --data.path data/curated --data.tokenizer out/tokenizer
-    # resume exactly where the last checkpoint left off (step, optimizer, schedule, data position)
+    # resume the newest checkpoint of this experiment exactly (step, optimizer, schedule, data position)
     python -m modeling.train fit --config configs/train/tiny-cpu.yaml --ckpt_path last
+    # a separate experiment: its own folder, its own --ckpt_path last
+    python -m modeling.train fit --config configs/train/tiny-cpu.yaml --name tiny-bs32 --data.block_size 32
     # several GPUs / nodes; any YAML key can be overridden on the command line
     python -m modeling.train fit --config configs/train/gpt2-scratch.yaml --trainer.devices 8 --trainer.strategy ddp
-    python -m modeling.train validate --config configs/train/tiny-cpu.yaml --ckpt_path runs/tiny/.../best.ckpt
+    python -m modeling.train validate --config configs/train/tiny-cpu.yaml --ckpt_path best
     python -m modeling.train fit --config configs/train/tiny-cpu.yaml --print_config   # resolved config
     # torch.compile the model and loss; MFU against a given peak for a GPU modeling/peak_flops.py does not know
     python -m modeling.train fit --config configs/train/gpt2-scratch.yaml --model.compile true \
         --throughput.peak_flops 989e12
 
-Each run directory (``<trainer.default_root_dir>/<logger name>/version_N``) keeps ``config.yaml`` (the config it
-ran with), ``checkpoints/`` (best-k by ``val_loss``, the latest step checkpoints, ``last.ckpt``) and ``hf/`` (the
-best model in Hugging Face format, or the LoRA adapter).
+Each run is ``<trainer.default_root_dir>/<name>/version_N/`` (``--name``: the experiment, by default the config
+file's name), whatever the logger: ``config.yaml``, ``checkpoints/`` (best-k by ``val_loss``, the latest step
+checkpoints, ``last.ckpt``), ``hf/`` (the best model in Hugging Face format, or the LoRA adapter) and the loggers'
+files. ``--ckpt_path last`` resumes the newest checkpoint of the experiment in its own folder, and refuses one
+whose data, tokenizer, block size or model differ (``modeling.runs``).
 
 SIGTERM (``docker stop``, an eviction, a scheduler) or Ctrl-C during ``fit`` saves ``last.ckpt`` at the step reached
 and exits 143 or 130 with one line naming the checkpoint; ``--ckpt_path last`` continues from it
-(``modeling.preemption``). SLURM's SIGUSR1 stays Lightning's (``hpc_ckpt_N.ckpt`` and a requeue).
+(``modeling.preemption``). SLURM's SIGUSR1 stays Lightning's (``hpc_ckpt_N.ckpt`` in the run folder and a requeue).
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+    TQDMProgressBar,
+)
+from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter as CSVExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -45,6 +62,18 @@ from modeling.export import HFExportCallback, ModelLoadError
 from modeling.module import CausalLMModule, ModelConfigError
 from modeling.peak_flops import device_peak_flops, matmul_precision
 from modeling.preemption import PreemptionCheckpoint, TrainingPreempted
+from modeling.runs import (
+    DEFAULT_NAME,
+    RunConfigSaver,
+    RunDir,
+    RunIdentity,
+    best_checkpoint,
+    check_name,
+    latest_resume_checkpoint,
+    new_run,
+    run_of_checkpoint,
+    versions,
+)
 
 
 class TokenThroughputMonitor(Callback):
@@ -119,10 +148,33 @@ def _synchronize(trainer: Trainer) -> None:
         torch.cuda.synchronize(trainer.strategy.root_device)
 
 
+class StepProgressBar(RichProgressBar if _RICH_AVAILABLE else TQDMProgressBar):  # type: ignore[misc]
+    """Lightning's progress bar, showing the optimizer step against ``max_steps``; a step-bounded run has
+    ``max_epochs=-1``, which the stock bar prints as "Epoch 0/-2"."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        epochs = self.trainer.max_epochs
+        return f"Epoch {current_epoch}" + (f"/{epochs - 1}" if epochs is not None and epochs > 0 else "")
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        if trainer.max_steps and trainer.max_steps > 0:
+            metrics = {"step": f"{trainer.global_step}/{trainer.max_steps}", **metrics}
+        metrics.pop("v_num", None)  # the run folder is printed at the start: "run: .../version_N"
+        return metrics
+
+
 class TrainCLI(LightningCLI):
-    """Links the tokenizer's size into the model config and adds the default callbacks; nothing else."""
+    """Adds the run layout (``modeling.runs``), the default callbacks and the ``tokenizer -> model`` vocab link."""
+
+    run: RunDir | None = None
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--name", type=str | None, default=None,
+            help="Experiment name: runs go to <trainer.default_root_dir>/<name>/version_N/ whatever the logger, "
+                 "and --ckpt_path last|best look in this experiment only (default: the --config file's name, "
+                 f"else {DEFAULT_NAME!r})")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
@@ -146,8 +198,7 @@ class TrainCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        if config.get("ckpt_path") == "last":
-            config["ckpt_path"] = _latest_last_checkpoint(Path(config["trainer"]["default_root_dir"] or "."))
+        self.run = self._place_run(config)
         loggers = config.get("trainer", {}).get("logger")
         names = [str(getattr(lg, "class_path", lg)) for lg in (loggers if isinstance(loggers, list) else [loggers])]
         if any("Wandb" in n for n in names) and not _wandb_key_configured():
@@ -155,11 +206,81 @@ class TrainCLI(LightningCLI):
             os.environ.setdefault("WANDB_MODE", "offline")
             rank_zero_info("W&B: no API key configured, logging offline (upload later with `wandb sync`)")
 
+    def _place_run(self, config: Any) -> RunDir:
+        """Resolve ``--ckpt_path last|best``, pick the run folder and point checkpoints, export, config and
+        loggers at it (see ``modeling.runs``)."""
+        trainer = config["trainer"]
+        root = Path(trainer.get("default_root_dir") or "runs").expanduser()
+        name = check_name(config.get("name") or _config_stem(config) or DEFAULT_NAME)
+        config["name"] = name
+        ckpt = config.get("ckpt_path")
+        if ckpt == "last":
+            found = latest_resume_checkpoint(root, name)
+            rank_zero_info(f"--ckpt_path last: resuming {found}" if found else
+                           f"--ckpt_path last: experiment {name!r} has no checkpoint under {root / name}/ yet, "
+                           "starting from scratch")
+            ckpt = config["ckpt_path"] = str(found) if found else None
+        elif ckpt == "best" and self.subcommand != "fit":
+            ckpt = config["ckpt_path"] = str(best_checkpoint(root, name, config["checkpoint"]["monitor"]))
+            rank_zero_info(f"--ckpt_path best: {ckpt}")
+        elif ckpt and ckpt not in ("best", "hpc", "registry") and not Path(ckpt).expanduser().is_file():
+            raise ModelConfigError(f"--ckpt_path {ckpt}: no such checkpoint file; give a .ckpt file, or "
+                                   f"'last'/'best' for the newest/best checkpoint of experiment {name!r}")
+        if self.subcommand in ("validate", "test") and not ckpt:
+            model = config["model"]
+            if model.get("pretrained") is None:
+                raise ModelConfigError(
+                    f"{self.subcommand} without --ckpt_path would score a randomly initialised model "
+                    f"(model.scratch): pass --ckpt_path best or last (of experiment {name!r}) or a .ckpt file")
+            rank_zero_info(f"{self.subcommand}: no --ckpt_path, scoring model.pretrained={model['pretrained']} "
+                           "as it is")
+
+        resumed = run_of_checkpoint(root, name, ckpt) if self.subcommand == "fit" and ckpt else None
+        if resumed is not None:
+            run = resumed
+            # Lightning warns that the checkpoint folder is not empty: it is the run's own, being continued.
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        else:
+            # Only the first process makes the folder. The others (DDP ranks) may compute another version number
+            # if they start after it, but never write there: Lightning broadcasts rank 0's checkpoint and log
+            # folders, and only rank 0 writes the config, the export and the logs.
+            run = new_run(root, name, create=_is_first_process())
+        if _is_first_process():
+            earlier = [v for v in versions(root, name) if v != run.version]
+            rank_zero_info(f"run: {run.path}" + (" (continuing it)" if resumed else "")
+                           + (f"; experiment {name!r} also has version_{earlier[0]}..{earlier[-1]}"
+                              if earlier and not ckpt and self.subcommand == "fit" else ""))
+
+        trainer["default_root_dir"] = str(run.path)  # Lightning's own fallbacks (SLURM hpc_ckpt_N.ckpt) land here
+        for key in ("checkpoint", "periodic_checkpoint"):
+            if config[key].get("dirpath") is None:
+                config[key]["dirpath"] = str(run.checkpoints)
+        if config["export"].get("dirpath") is None:
+            config["export"]["dirpath"] = str(run.path / "hf")
+        trainer["logger"] = _loggers_in(trainer.get("logger"), run)
+        RunConfigSaver.run_dir = run.path
+        return run
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        callbacks = trainer_config.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+                isinstance(cb, ProgressBar) for cb in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, StepProgressBar()])
+        return super().instantiate_trainer(**kwargs)
+
     def before_fit(self) -> None:
         if not self.trainer.loggers:
             # `--trainer.logger false` (benchmarks, quick checks): the LR monitor would refuse to start
             self.trainer.callbacks = [c for c in self.trainer.callbacks if not isinstance(c, LearningRateMonitor)]
+        config = self.config_init[self.subcommand]
+        # first: a refused resume must stop before any other callback writes into the run folder
+        self.trainer.callbacks.insert(0, RunIdentity(resume_from=config.get("ckpt_path")))
         self.trainer.callbacks.append(PreemptionCheckpoint())
+        for logger in self.trainer.loggers if self.trainer.is_global_zero else []:  # the others log nothing
+            if isinstance(logger, CSVLogger) and logger._experiment is None:
+                logger._experiment = _AppendingCSVWriter(logger.log_dir)
 
     def fit(self, **kwargs: Any) -> None:
         """``trainer.fit``; a run stopped by SIGTERM/SIGINT after saving its checkpoint raises TrainingPreempted."""
@@ -173,20 +294,47 @@ class TrainCLI(LightningCLI):
             raise preempted from err
 
 
-def _latest_last_checkpoint(root: Path) -> str | None:
-    """``--ckpt_path last``: the newest ``last.ckpt`` (or SLURM ``hpc_ckpt_N.ckpt``) under ``trainer.default_root_dir``.
+class _AppendingCSVWriter(CSVExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` in its folder; a resumed run appends to it."""
 
-    Lightning alone looks only in the new run's own (empty) version folder; a restarted job wants the previous
-    run's. None (a fresh start, with a notice) when there is none yet, as for a first launch of a requeued job.
-    """
-    # hpc_ckpt_N.ckpt: what Lightning saves when SLURM preempts a job (SIGUSR1); newer than last.ckpt then
-    candidates = [*root.rglob("last*.ckpt"), *root.rglob("hpc_ckpt_*.ckpt")] if root.is_dir() else []
-    found = sorted(candidates, key=lambda p: p.stat().st_mtime)
-    if not found:
-        rank_zero_info(f"--ckpt_path last: no last.ckpt under {root}/ yet, starting from scratch")
-        return None
-    rank_zero_info(f"--ckpt_path last: resuming from {found[-1]}")
-    return str(found[-1])
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as fh:
+                self.metrics_keys = next(csv.reader(fh), [])
+
+
+def _loggers_in(value: Any, run: RunDir) -> Any:
+    """The configured loggers, writing into ``run``: TensorBoard and CSV as ``<root>/<name>/version_N``, W&B
+    with its files in the run folder; ``True`` (Lightning's default) is a TensorBoard logger there."""
+    if value is False:
+        return value
+    if value is None or value is True:
+        value = Namespace(class_path="lightning.pytorch.loggers.TensorBoardLogger", init_args=Namespace())
+    for logger in value if isinstance(value, list) else [value]:
+        args = getattr(logger, "init_args", None)
+        class_path = str(getattr(logger, "class_path", ""))
+        if args is None:
+            continue
+        if class_path.endswith(("TensorBoardLogger", "CSVLogger")):
+            args["save_dir"], args["name"], args["version"] = str(run.root), run.name, f"version_{run.version}"
+        elif class_path.endswith("WandbLogger"):
+            args["save_dir"] = str(run.path)
+            if args.get("name") is None:
+                args["name"] = f"{run.name}/version_{run.version}"
+    return value
+
+
+def _config_stem(config: Any) -> str | None:
+    """The name of the (last) ``--config`` file: configs/train/gpt2-scratch.yaml runs as experiment gpt2-scratch."""
+    files = config.get("config") or []
+    path = files[-1] if files else None
+    return Path(str(getattr(path, "relative", path))).stem if path else None
+
+
+def _is_first_process() -> bool:
+    """Rank 0 of a launcher (torchrun, SLURM, Lightning's own DDP launcher, which starts the other ranks as
+    children with LOCAL_RANK set), or a plain process: the one that creates the run folder."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
 
 
 def _wandb_key_configured() -> bool:
@@ -204,6 +352,7 @@ def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
         TextDataModule,
         args=args,
         run=run,
+        save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
         auto_configure_optimizers=False,

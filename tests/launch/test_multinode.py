@@ -97,7 +97,8 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path: Path) -> None:
     cfg = yaml.safe_load((REPO / "configs/train/tiny-cpu.yaml").read_text())
     cfg["trainer"].update(default_root_dir=str(root), val_check_interval=2, log_every_n_steps=1)
     cfg["trainer"]["logger"] = [{"class_path": "lightning.pytorch.loggers.CSVLogger",
-                                 "init_args": {"save_dir": str(root), "name": "csv"}}]
+                                 "init_args": {"save_dir": str(root)}}]
+    cfg["name"] = "csv"  # the experiment: runs go to <root>/csv/version_N
     cfg["data"].update(path=str(write_shards(tmp_path / "shards", make_docs(200))),
                        tokenizer=str(build_tokenizer_dir(tmp_path / "tok")), cache_dir=str(tmp_path / "cache"),
                        block_size=32, batch_size=4)
@@ -117,7 +118,7 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path: Path) -> None:
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log, log[-6000:]
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log
     # --ckpt_path last with nothing to resume from: a fresh start, said so
-    assert "no last.ckpt under" in log
+    assert "experiment 'csv' has no checkpoint under" in log
 
     version = root / "csv" / "version_0"
     saved = yaml.safe_load((version / "config.yaml").read_text())
@@ -128,8 +129,9 @@ def test_torchrun_trains_with_two_cpu_processes(tmp_path: Path) -> None:
     ckpt = torch.load(last, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 4
 
-    # a second launch resumes from that checkpoint and trains two more steps
+    # a second launch resumes from that checkpoint, in the same run folder, and trains two more steps
     log = _launch([*extra[:2], "--trainer.max_steps", "6"], env)
-    assert f"--ckpt_path last: resuming from {last}" in log, log[-6000:]
-    resumed = sorted((root / "csv").glob("version_1/checkpoints/last.ckpt"))
-    assert resumed and torch.load(resumed[0], map_location="cpu", weights_only=False)["global_step"] == 6
+    assert f"--ckpt_path last: resuming {last}" in log, log[-6000:]
+    assert sorted(p.name for p in (root / "csv").iterdir()) == ["version_0"]
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    assert (version / "config.0.yaml").is_file()  # the first launch's config, kept beside the resumed one

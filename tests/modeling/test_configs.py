@@ -40,7 +40,7 @@ def shrink_args(cfg: dict, root: Path, shards: Path, tokenizer_dir: Path, pretra
              "--trainer.limit_val_batches", "2", "--periodic_checkpoint.every_n_train_steps", str(STEPS),
              "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
              "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(root),
-             "--trainer.logger.name", "csv", "--trainer.log_every_n_steps", "1"]
+             "--name", "csv", "--trainer.log_every_n_steps", "1"]
     return args
 
 

@@ -52,7 +52,7 @@ def tiny_args(root: Path, tokenizer: Path, shards: Path, *extra: str, config: st
         "--data.cache_dir", str(root.parent / "token-cache"), "--data.block_size", "32", "--data.batch_size", "4",
         *model, "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
         "--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(root),
-        "--trainer.logger.name", "csv", "--trainer.log_every_n_steps", "1", *extra,
+        "--name", "csv", "--trainer.log_every_n_steps", "1", *extra,
     ]
 
 
@@ -268,23 +268,26 @@ def test_throughput_reports_mfu_against_the_given_peak(tmp_path, tokenizer_dir, 
         assert float(r["train/mfu"]) == pytest.approx(expected, rel=1e-6)
 
 
-def test_ckpt_path_last_prefers_the_newest_of_last_and_slurm_hpc_checkpoints(tmp_path):
-    import os
+def test_ckpt_path_last_takes_the_newest_resume_point_of_its_own_experiment(tmp_path):
+    from modeling.runs import latest_resume_checkpoint
 
-    from modeling.train import _latest_last_checkpoint
+    def touch(path: Path, mtime: int) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (mtime, mtime))
+        return path
 
-    assert _latest_last_checkpoint(tmp_path) is None
-    last = tmp_path / "tb" / "version_0" / "checkpoints" / "last.ckpt"
-    last.parent.mkdir(parents=True)
-    last.write_bytes(b"x")
-    os.utime(last, (1_000, 1_000))
-    assert _latest_last_checkpoint(tmp_path) == str(last)
-    hpc = tmp_path / "hpc_ckpt_1.ckpt"  # written by Lightning when SLURM preempts the job
-    hpc.write_bytes(b"x")
-    os.utime(hpc, (2_000, 2_000))
-    assert _latest_last_checkpoint(tmp_path) == str(hpc)
-    (tmp_path / "best-10-1.0.ckpt").write_bytes(b"x")  # other checkpoints are not resume points
-    assert _latest_last_checkpoint(tmp_path) == str(hpc)
+    assert latest_resume_checkpoint(tmp_path, "exp") is None
+    last = touch(tmp_path / "exp" / "version_0" / "checkpoints" / "last.ckpt", 1_000)
+    assert latest_resume_checkpoint(tmp_path, "exp") == last
+    hpc = touch(tmp_path / "exp" / "version_0" / "hpc_ckpt_1.ckpt", 2_000)  # Lightning's SLURM preemption save
+    assert latest_resume_checkpoint(tmp_path, "exp") == hpc
+    touch(tmp_path / "exp" / "version_1" / "checkpoints" / "best-10-1.0.ckpt", 3_000)  # not a resume point
+    assert latest_resume_checkpoint(tmp_path, "exp") == hpc
+    touch(tmp_path / "other" / "version_0" / "checkpoints" / "last.ckpt", 4_000)  # another experiment's
+    assert latest_resume_checkpoint(tmp_path, "exp") == hpc
+    newer = touch(tmp_path / "exp" / "version_1" / "checkpoints" / "last.ckpt", 5_000)
+    assert latest_resume_checkpoint(tmp_path, "exp") == newer
 
 
 @pytest.mark.slow
@@ -321,8 +324,12 @@ def test_signal_saves_last_ckpt_exits_nonzero_and_resumes_exactly(tmp_path, toke
                              "--ckpt_path", "last"))
     assert resumed.trainer.ckpt_path == str(last)
     assert resumed.trainer.global_step == total
+    # the resumed run continued in the stopped run's folder: one metrics.csv, both parts in order, no step twice
+    # and none restarted at 0 (the stopped step's own loss line is not written: the stop comes before its logging)
+    assert Path(resumed.trainer.log_dir) == last.parent.parent
     steps = [int(r["step"]) for r in read_metrics(Path(resumed.trainer.log_dir)) if r.get("train_loss_step")]
-    assert steps and min(steps) >= stopped_at  # it went on from the saved step, not from 0
+    assert steps[0] == 0 and steps == sorted(set(steps)) and steps[-1] == total - 1, steps
+    assert [s for s in steps if s >= stopped_at] == list(range(stopped_at, total)), steps
     straight = main(tiny_args(tmp_path / "straight", tokenizer_dir, shards_dir, *common,
                               "--trainer.max_steps", str(total)))
     a, b = straight.model.model.state_dict(), resumed.model.model.state_dict()
