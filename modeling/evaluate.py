@@ -4,8 +4,9 @@ Two kinds of data, told apart by their columns (any mix of parquet, jsonl[.gz] a
 
 - documents (``--text-column``, default ``text``; curated shards as they are): ``perplexity`` and
   ``next_token_accuracy`` over fixed-length blocks, packed exactly as training packs them (documents tokenized
-  without special tokens, joined by eos, cut into ``--block-size`` blocks), so the number is the one training
-  logs as ``val_ppl`` when the data and block size are the same;
+  without special tokens, joined by eos, cut into ``--block-size`` blocks; by default the training block size
+  the checkpoint or the export's ``training.json`` records), so the number is the one training logs as
+  ``val_ppl`` when the data and block size are the same;
 - prompts with references (``--prompt-column``, ``--references-column``; a reference is a string or a list of
   acceptable strings): the model continues each prompt (greedy unless ``--decoding`` says otherwise) and
   torchmetrics compares the continuation with the references: ``accuracy`` (exact match) and ``f1`` (token
@@ -49,7 +50,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from curation.paths import InputError, detect_format
 from modeling.corpus import TEXT_FORMATS, iter_json_lines, iter_text_batches, open_text, resolve_corpus_files
-from modeling.export import ModelLoadError
+from modeling.export import ModelLoadError, max_positions, trained_block_size
 from modeling.generate import (
     DecodingSetting,
     GenerateError,
@@ -58,7 +59,6 @@ from modeling.generate import (
     generate_batch,
     iter_batches,
     load_model,
-    max_positions,
 )
 from modeling.module import IGNORE_INDEX, TokenPerplexity
 
@@ -70,7 +70,7 @@ LM_METRICS = ("perplexity", "next_token_accuracy")
 TASK_METRICS = ("accuracy", "f1", "bleu", "rouge")
 #: ROUGE variants reported. rougeLsum is left out: it splits sentences with nltk's punkt, a download.
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
-#: Longest default block when neither the checkpoint nor the tokenizer says how long training blocks were.
+#: Longest default block when neither the model's files nor the tokenizer say how long training blocks were.
 DEFAULT_MAX_BLOCK = 1024
 
 
@@ -95,8 +95,10 @@ class EvaluateConfig:
     references_column: str = "reference"
     """Column holding the reference answer: a string, or a list of acceptable strings."""
     block_size: int | None = None
-    """Tokens per perplexity block. None: the training run's ``data.block_size`` if the checkpoint records it,
-    else the tokenizer's ``model_max_length``, else the model's positions (at most 1024)."""
+    """Tokens per perplexity block. None: the training run's ``data.block_size`` as the checkpoint or the
+    export's ``training.json`` records it, else the tokenizer's ``model_max_length`` (exports before
+    ``training.json`` kept the block size there; other models keep their context there), else the model's
+    positions (at most 1024)."""
     batch_size: int = 8
     """Blocks (perplexity) or prompts (task metrics) per forward / generate call."""
     max_docs: int | None = None
@@ -292,6 +294,8 @@ def choose_block_size(
         block, source = requested, "--block-size"
     elif (trained := _checkpoint_block_size(model_path)) is not None:
         block, source = trained, "the checkpoint's data.block_size"
+    elif (trained := trained_block_size(model_path)) is not None:
+        block, source = trained, "the export's training.json"
     elif 1 < (tokenizer.model_max_length or 0) < 1_000_000:
         block, source = int(tokenizer.model_max_length), "the tokenizer's model_max_length"
     else:
@@ -613,8 +617,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--block-size",
         type=int,
-        help="tokens per perplexity block (default: the checkpoint's data.block_size, else the "
-        "tokenizer's model_max_length, else the model's positions up to 1024)",
+        help="tokens per perplexity block (default: the training block size the checkpoint or the "
+        "export's training.json records, else the tokenizer's model_max_length, else the model's "
+        "positions up to 1024)",
     )
     p.add_argument(
         "--batch-size", type=int, default=d.batch_size, help="blocks or prompts per batch (default 8)"

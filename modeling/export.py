@@ -9,6 +9,24 @@ Three forms leave training, and :func:`load_causal_lm` opens each of them (evalu
 Merge an adapter into its base for plain ``transformers`` inference::
 
     python -c "from modeling.export import merge_lora; merge_lora('runs/lora/hf', 'runs/lora/merged')"
+
+What an export directory holds besides ``save_pretrained``'s files, and why:
+
+- the tokenizer's ``model_max_length`` is the model's context (``n_positions`` / ``max_position_embeddings``),
+  what ``transformers`` users expect it to mean;
+- ``training.json`` records how the weights were trained: ``block_size``, the length of the blocks training
+  packed (``data.block_size``); ``modeling.evaluate`` scores perplexity on blocks of that length by default;
+- every directory loads with transformers 4.56 and later as well as 5.x (pyproject allows both). transformers 5
+  writes a few things 4.x cannot read, which :func:`make_portable` rewrites into forms both read: the tokenizer
+  class ``TokenizersBackend`` (4.x: "does not exist"; written as ``PreTrainedTokenizerFast``, which 5.x loads
+  as the same class), a list-valued ``extra_special_tokens`` (4.x: a crash; written as
+  ``additional_special_tokens``), and RoPE settings kept only inside ``rope_parameters`` (4.x silently falls
+  back to ``rope_theta`` 10000 and no scaling: other logits, no error; the top-level ``rope_theta`` /
+  ``rope_scaling`` / ``partial_rotary_factor`` of 4.x are written as well: the keys of Llama, Mistral, Qwen and
+  most RoPE models in 4.x). Per-layer-type RoPE settings (Gemma 3) and 4.x names of other architectures
+  (GPT-NeoX's ``rotary_emb_base``) are left as transformers 5 writes them: fine-tuning such a base, load the
+  export with transformers 5.
+  ``tests/modeling/test_export.py`` loads each form with transformers 4.56.0, 4.57.6 and the installed 5.x.
 """
 
 from __future__ import annotations
@@ -29,8 +47,34 @@ from modeling.module import CausalLMModule, LoraConfig, QuantizationConfig, Scra
 CHECKPOINT_CLASSES = [ScratchModelConfig, LoraConfig, QuantizationConfig, HFDatasetConfig]
 
 
+#: Written beside an export's weights: how they were trained (``{"block_size": 512}``).
+TRAINING_FILE = "training.json"
+
+
 class ModelLoadError(ValueError):
     """A model path is none of the forms this project writes. The message says what was found."""
+
+
+def max_positions(model: PreTrainedModel) -> int | None:
+    """Longest sequence the model can attend over, or None when its config does not say."""
+    cfg = model.config
+    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(cfg, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def trained_block_size(path: str | Path) -> int | None:
+    """The training block size an export directory records in ``training.json``, or None."""
+    record = Path(path).expanduser() / TRAINING_FILE
+    if not record.is_file():
+        return None
+    try:
+        value = json.loads(record.read_text(encoding="utf-8")).get("block_size")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise ModelLoadError(f"{record} is not a JSON object with a block_size ({err}): fix or delete it") from err
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def apply_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -48,11 +92,14 @@ def apply_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
         cfg.pad_token_id = pad
 
 
-def export_hf(module: CausalLMModule, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path) -> Path:
+def export_hf(module: CausalLMModule, tokenizer: PreTrainedTokenizerBase, out_dir: str | Path,
+              block_size: int | None = None) -> Path:
     """Write ``module``'s model in Hugging Face format with its tokenizer: full weights, or the adapter alone.
 
     A LoRA model is written as a PEFT adapter whose ``base_model_name_or_path`` points at the absolute base
-    path, so ``AutoPeftModelForCausalLM.from_pretrained(out_dir)`` finds the base from anywhere.
+    path, so ``AutoPeftModelForCausalLM.from_pretrained(out_dir)`` finds the base from anywhere. The saved
+    tokenizer's ``model_max_length`` is the model's context; ``block_size`` (the training block length), when
+    given, goes to ``training.json``. The directory loads with transformers 4.56+ and 5.x (see the module notes).
     """
     assert module.model is not None, "the module has no model yet: call configure_model()"
     out = Path(out_dir)
@@ -68,11 +115,19 @@ def export_hf(module: CausalLMModule, tokenizer: PreTrainedTokenizerBase, out_di
         apply_special_tokens(model, tokenizer)
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    make_portable(out, model_max_length=max_positions(model))
+    (out / TRAINING_FILE).unlink(missing_ok=True)  # an older export's record must not outlive its weights
+    if block_size is not None:
+        _write_json(out / TRAINING_FILE, {"block_size": int(block_size)})
     return out
 
 
 def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
-    """Fold a PEFT adapter into its base weights and save a plain Hugging Face model (+ tokenizer)."""
+    """Fold a PEFT adapter into its base weights and save a plain Hugging Face model (+ tokenizer).
+
+    The adapter's ``training.json`` (its training block size) is carried over: the merged weights are the
+    same model.
+    """
     from peft import AutoPeftModelForCausalLM
 
     adapter_dir = Path(adapter_dir)
@@ -85,7 +140,56 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
     out = Path(out_dir)
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    make_portable(out, model_max_length=max_positions(merged))
+    (out / TRAINING_FILE).unlink(missing_ok=True)
+    if (adapter_dir / TRAINING_FILE).is_file():
+        (out / TRAINING_FILE).write_bytes((adapter_dir / TRAINING_FILE).read_bytes())
     return out
+
+
+def make_portable(out_dir: str | Path, model_max_length: int | None = None) -> None:
+    """Rewrite what transformers 5's ``save_pretrained`` put in ``out_dir`` into forms 4.56+ reads too.
+
+    ``tokenizer_config.json``: the class ``TokenizersBackend`` becomes ``PreTrainedTokenizerFast`` and a list of
+    ``extra_special_tokens`` becomes ``additional_special_tokens`` (both majors read these); ``model_max_length``
+    is set when given. ``config.json``: a flat ``rope_parameters`` is also written as 4.x's top-level
+    ``rope_theta``, ``partial_rotary_factor`` and (for a scaled RoPE) ``rope_scaling``, with the same values, so
+    transformers 5 reads the same model whichever it takes. Files that are absent are left alone.
+    """
+    out = Path(out_dir)
+    tok_path = out / "tokenizer_config.json"
+    if tok_path.is_file():
+        tok = json.loads(tok_path.read_text(encoding="utf-8"))
+        if tok.get("tokenizer_class") == "TokenizersBackend":
+            tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+        extra = tok.get("extra_special_tokens")
+        if isinstance(extra, list):
+            del tok["extra_special_tokens"]
+            known = list(tok.get("additional_special_tokens") or [])
+            tok["additional_special_tokens"] = known + [t for t in extra if t not in known]
+        if model_max_length is not None:
+            tok["model_max_length"] = int(model_max_length)
+        _write_json(tok_path, tok)
+    cfg_path = out / "config.json"
+    if cfg_path.is_file():
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        _add_v4_rope_keys(cfg)
+        _write_json(cfg_path, cfg)
+
+
+def _add_v4_rope_keys(cfg: dict[str, Any]) -> None:
+    rope = cfg.get("rope_parameters")
+    if not isinstance(rope, dict) or not isinstance(rope.get("rope_theta"), int | float):
+        return  # no RoPE, or one dict per layer type (no single 4.x spelling)
+    cfg.setdefault("rope_theta", rope["rope_theta"])
+    if "partial_rotary_factor" in rope:
+        cfg.setdefault("partial_rotary_factor", rope["partial_rotary_factor"])
+    if rope.get("rope_type", "default") != "default" and not cfg.get("rope_scaling"):
+        cfg["rope_scaling"] = {k: v for k, v in rope.items() if k not in ("rope_theta", "partial_rotary_factor")}
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    path.write_text(json.dumps(content, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def load_causal_lm(path: str | Path, tokenizer: str | None = None, device: str | torch.device = "cpu",
@@ -191,7 +295,6 @@ class HFExportCallback(pl.Callback):
         if tokenizer is None:
             raise ModelLoadError("HFExportCallback needs the data module's tokenizer (trainer.datamodule.tokenizer)")
         block_size = getattr(trainer.datamodule, "block_size", None)
-        if isinstance(block_size, int):
-            tokenizer.model_max_length = block_size  # evaluation reads the trained context length from here
-        export_hf(pl_module, tokenizer, out)
+        # training.json keeps the block size for evaluation; the tokenizer's model_max_length is the model's context
+        export_hf(pl_module, tokenizer, out, block_size=block_size if isinstance(block_size, int) else None)
         rank_zero_info(f"export: Hugging Face {'adapter' if pl_module.lora else 'model'} written to {out}")

@@ -39,7 +39,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from curation.paths import InputError
 from modeling.corpus import iter_json_lines, open_text
-from modeling.export import ModelLoadError, load_causal_lm
+from modeling.export import ModelLoadError, load_causal_lm, max_positions
 
 log = logging.getLogger("modeling.generate")
 
@@ -115,16 +115,6 @@ def add_model_arguments(p: argparse.ArgumentParser, log_every: int) -> None:
     p.add_argument(
         "--log-every", type=int, default=log_every, help=f"log progress every N batches (default {log_every})"
     )
-
-
-def max_positions(model: PreTrainedModel) -> int | None:
-    """Longest sequence the model can attend over, or None when its config does not say."""
-    cfg = model.config
-    for key in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(cfg, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 # ------------------------------------------------------------------------------------ decoding

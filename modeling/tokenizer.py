@@ -354,7 +354,8 @@ def save_transformers_dir(tok: Tokenizer, cfg: TokenizerTrainConfig, output: Pat
     importing transformers costs 1.5-6 s (more than 10 % of training a 32 MB corpus), and transformers 5 would
     write ``tokenizer_class: TokenizersBackend`` and a list-valued ``extra_special_tokens`` that transformers 4
     (still allowed by pyproject) cannot read. The keys below are the ones both majors read; the tests load the
-    directory with AutoTokenizer and check that transformers' own save_pretrained of it reloads identically.
+    directory with AutoTokenizer and check that transformers' own save_pretrained of it reloads identically, and
+    ``tests/modeling/test_export.py`` loads it with transformers 4.56.0 and 4.57.6 too.
     """
     tok.save(str(output / "tokenizer.json"))
     special_map = {
