@@ -12,6 +12,9 @@ check is recorded with the end of its log and the others still run.
     lora-fp16      the same in 16-mixed: GradScaler + fused AdamW + clipping
     qlora          qlora-mistral-7b.yaml as shipped (NF4, double quant, fp16 compute, 16-mixed, gradient
                    checkpointing, r=8 on q_proj/v_proj), the 7B base swapped for the same small Llama in 4 bits
+    gpt2-fused-ce  gpt2-eager with --model.fused_cross_entropy chunked (the head and the loss in chunks, no full
+                   logits): tokens/s and MFU against gpt2-eager's, the same loss curve. Its memory figure comes from
+                   benchmarks/fused_cross_entropy.py --preset gpu
     gpt2-compile   gpt2-eager with --model.compile true
     gpt2-foreach   gpt2-eager with AdamW foreach instead of fused (is fused worth it?)
     ddp            GPT-2 (6 layers) on 2 GPUs with DDP; skipped, with a note, on a machine with fewer
@@ -84,6 +87,7 @@ CHECKS: dict[str, tuple[int, str]] = {
     "lora-bf16": (90, "LoRA on a ~100M Llama, bf16-mixed"),
     "lora-fp16": (90, "LoRA on a ~100M Llama, 16-mixed (GradScaler)"),
     "qlora": (120, "QLoRA: 4-bit NF4 base (qlora-mistral-7b.yaml settings), 16-mixed"),
+    "gpt2-fused-ce": (150, "GPT-2 124M, bf16-mixed, chunked fused cross-entropy"),
     "gpt2-compile": (240, "GPT-2 124M, bf16-mixed, torch.compile"),
     "gpt2-foreach": (120, "GPT-2 124M, bf16-mixed, AdamW foreach instead of fused"),
     "ddp": (180, "GPT-2 (6 layers) on 2 GPUs, DDP"),
@@ -148,6 +152,8 @@ def check_command(name: str, sizes: dict[str, Any], work: Path, assets: dict[str
             if smoke:  # a CPU compile takes minutes: the smoke run checks that the option passes, not inductor
                 env["TORCH_COMPILE_DISABLE"] = "1"
                 note = "CPU smoke: TORCH_COMPILE_DISABLE=1"
+        if name == "gpt2-fused-ce":
+            args += ["--model.fused_cross_entropy", "chunked"]
         if name == "gpt2-foreach":
             args += ["--model.optimizer.init_args.fused", "false", "--model.optimizer.init_args.foreach", "true"]
     elif name.startswith("lora"):

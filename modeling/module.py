@@ -26,10 +26,21 @@ from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-#: Label value that the loss, the metrics and Hugging Face models all skip (padding, masked prompts).
-IGNORE_INDEX = -100
+from modeling.loss import (
+    IGNORE_INDEX,
+    chunk_cross_entropy,
+    head_logits,
+    head_operands,
+    linear_cross_entropy,
+    unsupported_head,
+)
 
 Dtype = Literal["float32", "bfloat16", "float16"]
+FusedCrossEntropy = Literal["off", "chunked", "liger"]
+
+#: Model config keys whose non-default value means the logits are not ``lm_head(last hidden state)``.
+_LOGIT_TRANSFORMS = {"final_logit_softcapping": None, "logit_softcapping": None, "logit_scale": None,
+                     "logits_scaling": 1.0}
 
 
 class ModelConfigError(ValueError):
@@ -192,6 +203,7 @@ class CausalLMModule(LightningModule):
         attn_implementation: Literal["eager", "sdpa", "flash_attention_2"] | None = None,
         gradient_checkpointing: bool = False,
         compile: bool = False,
+        fused_cross_entropy: FusedCrossEntropy = "off",
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -210,6 +222,17 @@ class CausalLMModule(LightningModule):
             compile: ``torch.compile`` the model and the loss when training starts: faster steps on a GPU (the
                 loss then never holds an fp32 copy of the logits) after a compile of a minute or so; each new
                 input shape compiles again. Checkpoints and exports are the same as without.
+            fused_cross_entropy: Compute the output head and the loss together, a chunk of tokens at a time,
+                instead of materialising the (batch, time, vocab) logits: ``chunked`` (pure PyTorch: each chunk's
+                gradients are computed in the same pass, so nothing is recomputed; softmax and accumulation in
+                fp32 under bf16/fp16 autocast) or ``liger`` (Liger-Kernel's Triton kernel: needs ``pip install
+                liger-kernel`` and a CUDA GPU; no LoRA adapters on the output head). Use it when vocabulary x
+                tokens per step is large: at a 50k vocabulary and 16 x 1024 tokens the fp32 logits alone are
+                3.3 GB, with as much again for the log-softmax and for their gradient, where ``chunked`` holds
+                the logits of 256 tokens at a time (2**24 logits, 64 MB) and saves their memory traffic. Loss,
+                perplexity and accuracy mean the same (validation and test too); ``forward`` and exports are
+                unchanged. Needs a model whose logits are its output head applied to the last hidden state
+                (checked when training starts).
             optimizer: Optimizer factory; default AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True).
             scheduler: LR scheduler factory, stepped every optimizer step; default
                 WarmupCosineLR(warmup_steps=2% of the run).
@@ -238,7 +261,11 @@ class CausalLMModule(LightningModule):
         self.attn_implementation = attn_implementation
         self.gradient_checkpointing = gradient_checkpointing
         self.use_compile = compile  # not `self.compile`: that would hide nn.Module.compile()
+        self.fused_cross_entropy = fused_cross_entropy
         self._loss_fn = token_cross_entropy
+        self._chunk_fn = chunk_cross_entropy
+        self._compiled = False
+        self._fused_checked = False
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.model: PreTrainedModel | None = None
@@ -268,6 +295,8 @@ class CausalLMModule(LightningModule):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if self.lora is not None:
             model = self._add_lora(model)
+        if self.fused_cross_entropy != "off":
+            self._check_fused_supported(model)
         # from_pretrained returns a model in eval mode, and Lightning keeps each submodule's mode as it finds it:
         # without this, fine-tuning would run with dropout off. Follow the LightningModule's own mode instead.
         model.train(self.training)
@@ -315,29 +344,58 @@ class CausalLMModule(LightningModule):
         """Loss, perplexity and next-token accuracy over the tokens whose label is not IGNORE_INDEX."""
         input_ids = batch["input_ids"]
         labels = batch.get("labels", input_ids)
-        logits = self(input_ids, batch.get("attention_mask"))
         # Shift the labels, not the logits: a view of (B, T-1, V) logits would be copied by the flatten.
         targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
-        flat = logits.reshape(-1, logits.shape[-1])
-        loss = self._loss_fn(flat, targets)
+        logging = self._trainer is not None  # also usable outside a Trainer (evaluation scripts, tests)
+        # The accuracy's argmax reads all (batch x time x vocab) logits again, ~1% of a training step: during
+        # training it is computed on the steps that are logged (a sample), in evaluation on every batch.
+        with_accuracy = (stage != "train" or not logging
+                         or (self.global_step + 1) % self.trainer.log_every_n_steps == 0)
+        if self.fused_cross_entropy == "off":
+            logits = self(input_ids, batch.get("attention_mask"))
+            flat = logits.reshape(-1, logits.shape[-1])
+            loss = self._loss_fn(flat, targets)
+            # an ignored target (-100) never equals an argmax: only labelled tokens count
+            correct = (flat.detach().argmax(-1) == targets).sum() if with_accuracy else None
+        else:
+            loss, correct = self._fused_loss(input_ids, batch.get("attention_mask"), targets, with_accuracy)
         with torch.no_grad():
-            keep = targets != IGNORE_INDEX
-            n_tokens = keep.sum()
+            n_tokens = (targets != IGNORE_INDEX).sum()
             metrics = self.metrics[f"{stage}_metrics"]
             on_step = stage == "train"
             metrics["loss"](loss.detach(), n_tokens)
             metrics["ppl"](loss.detach(), n_tokens)
-            logging = self._trainer is not None  # also usable outside a Trainer (evaluation scripts, tests)
             if logging:
                 self.log(f"{stage}_loss", metrics["loss"], on_step=on_step, on_epoch=True, prog_bar=True)
                 self.log(f"{stage}_ppl", metrics["ppl"], on_step=on_step, on_epoch=True)
-            # The accuracy's argmax reads all (batch x time x vocab) logits again, ~1% of a training step: during
-            # training it is computed on the steps that are logged (a sample), in evaluation on every batch.
-            if stage != "train" or not logging or (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
-                metrics["acc"]((flat.argmax(-1) == targets)[keep].float())
+            if correct is not None:  # the token-weighted mean of per-token hits
+                metrics["acc"](correct / n_tokens.clamp(min=1), n_tokens)
                 if logging:
                     self.log(f"{stage}_acc", metrics["acc"], on_step=on_step, on_epoch=True)
         return loss
+
+    def _fused_loss(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, targets: torch.Tensor,
+                    with_accuracy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``model.fused_cross_entropy``: the transformer body, then the head and the loss chunk by chunk
+        (``modeling.loss``), never the full logits. Returns the mean loss and the correct-prediction count."""
+        assert self.model is not None, "call configure_model() first"
+        if not self._fused_checked:  # on_fit_start checks before compiling; validate/test and direct use here
+            self._check_fused_matches_model()
+        body, head = _body_and_head(self.model)
+        hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1])
+        weight, bias, extra = head_operands(head, hidden)
+        if self.fused_cross_entropy == "liger":
+            from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
+
+            loss = LigerFusedLinearCrossEntropyLoss(ignore_index=IGNORE_INDEX)(weight, hidden, targets, bias)
+            correct = None
+            if with_accuracy:  # Liger returns no logits: one more head pass, chunked and without gradients
+                with torch.no_grad():
+                    _, correct = linear_cross_entropy(hidden, weight, targets, bias, with_accuracy=True)
+            return loss, correct
+        return linear_cross_entropy(hidden, weight, targets, bias, extra, with_accuracy=with_accuracy,
+                                    chunk_fn=self._chunk_fn)
 
     # ----------------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> dict[str, Any]:
@@ -402,12 +460,21 @@ class CausalLMModule(LightningModule):
                 "or raise model.scratch.max_position_embeddings (from-scratch models only)"
             )
         self._base_seed = torch.initial_seed()
-        if self.use_compile and self._loss_fn is token_cross_entropy:
+        if self.fused_cross_entropy != "off" and not self._fused_checked:
+            self._check_fused_matches_model()  # before compiling: its extra forward would compile too
+        if self.use_compile and not self._compiled:
             # Here, not in configure_model: a model loaded from a checkpoint for evaluation or generation (varying
             # shapes, a recompile each) stays uncompiled. nn.Module.compile keeps the state_dict keys unchanged.
-            self.model.compile()
-            self._loss_fn = torch.compile(token_cross_entropy)
-            rank_zero_info("torch.compile: model and loss compile on the first training step")
+            self._compiled = True
+            if self.fused_cross_entropy == "off":
+                self.model.compile()
+                self._loss_fn = torch.compile(token_cross_entropy)
+                rank_zero_info("torch.compile: model and loss compile on the first training step")
+            else:  # the fused path calls the body, not the whole model; Liger's kernel is compiled already
+                _body_and_head(self.model)[0].compile()
+                if self.fused_cross_entropy == "chunked":
+                    self._chunk_fn = torch.compile(chunk_cross_entropy)
+                rank_zero_info("torch.compile: transformer body and chunked loss compile on the first training step")
         if self.lora is not None:
             for logger in self.loggers:
                 logger.log_metrics({"trainable_params": float(self.trainable_params)}, step=0)
@@ -450,6 +517,65 @@ class CausalLMModule(LightningModule):
                 )
 
     # ---------------------------------------------------------------------------------- helpers
+    def _check_fused_supported(self, model: PreTrainedModel) -> None:
+        """``model.fused_cross_entropy`` needs logits == lm_head(last hidden state), with a head it can decompose."""
+        flag = f"model.fused_cross_entropy={self.fused_cross_entropy}"
+        _, head = _body_and_head(model)
+        reason = unsupported_head(head, allow_lora=self.fused_cross_entropy != "liger")
+        if reason is not None:
+            lora_hint = (" (remove the head from model.lora.target_modules, or use chunked)" if "LoRA" in reason
+                         else "")
+            raise ModelConfigError(f"{flag} does not support {reason}{lora_hint}; set model.fused_cross_entropy "
+                                   "off")
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        for key, neutral in _LOGIT_TRANSFORMS.items():
+            value = getattr(config, key, None)
+            if value is not None and value != neutral:
+                raise ModelConfigError(
+                    f"{flag}: this {config.model_type} model transforms its logits ({key}={value}), which the "
+                    "fused loss does not apply; set model.fused_cross_entropy off"
+                )
+
+    @torch.no_grad()
+    def _check_fused_matches_model(self) -> None:
+        """Once, when training (or validation) starts: Liger is usable if asked for, and the model's own logits on a few tokens equal the fused loss's head applied to the body's output.
+        Catches a forward that does more than ``lm_head(hidden)`` (scaling, soft-capping) in a model we do not
+        know, before it trains a different model than the one that gets exported."""
+        assert self.model is not None
+        if self.fused_cross_entropy == "liger":
+            # here, not at construction: a checkpoint trained with Liger must still load for evaluation anywhere
+            _check_liger_possible()
+        flag = f"model.fused_cross_entropy={self.fused_cross_entropy}"
+        body, head = _body_and_head(self.model)
+        emb = self.model.get_input_embeddings().weight
+        limit = next((v for k in ("n_positions", "max_position_embeddings")
+                      if isinstance(v := getattr(self.model.config, k, None), int)), 8)
+        ids = ((torch.arange(min(8, limit), device=emb.device) * 7919 + 3) % emb.shape[0]).unsqueeze(0)
+        was_training = self.model.training
+        self.model.eval()  # no dropout: both passes must see the same activations
+        try:
+            with torch.autocast(emb.device.type, enabled=False):
+                reference = self.model(input_ids=ids, use_cache=False).logits[0].float()
+                hidden = body(input_ids=ids, use_cache=False).last_hidden_state[0]
+                operands = head_operands(head, hidden)
+                if operands[0].numel() == 0:
+                    raise ModelConfigError(
+                        f"{flag}: the output head's weight is partitioned outside its forward (DeepSpeed ZeRO-3?) "
+                        "and the fused loss reads it directly: use DDP or FSDP, or set model.fused_cross_entropy off")
+                ours = head_logits(operands, hidden)
+        finally:
+            self.model.train(was_training)
+        exact = emb.dtype == torch.float32 and ours.shape == reference.shape
+        tolerance = (1e-4 if exact else 2e-2) * max(1.0, reference.abs().max().item())
+        diff = (ours - reference).abs().max().item() if ours.shape == reference.shape else float("inf")
+        if not diff <= tolerance:
+            raise ModelConfigError(
+                f"{flag}: {type(self.model).__name__}'s logits are not its output head applied to the last hidden "
+                f"state (max difference {diff:.3g} on a test input): its forward does more, which the fused loss "
+                "would leave out. Set model.fused_cross_entropy off"
+            )
+        self._fused_checked = True
+
     def _describe_optimization(self, optimizer: torch.optim.Optimizer) -> str:
         """One log line: the optimizer's kernel, the precision and how clipping meets the gradient scaler."""
         defaults = optimizer.defaults
@@ -591,6 +717,37 @@ def _pretrained_error(pretrained: str, err: OSError) -> ModelConfigError:
         f"cannot load model.pretrained={pretrained!r}: {err}. Give a directory written by save_pretrained "
         "(config.json + weights) or a hub name reachable from this machine."
     )
+
+
+def _body_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body (``model.transformer`` for GPT-2, ``model.model`` for Llama: what returns the last
+    hidden state) and the output head, also through a peft wrapper (whose adapters live inside both)."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(hf, "base_model", hf)
+    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    if body is hf or head is None:
+        raise ModelConfigError(
+            f"model.fused_cross_entropy needs a model with a transformer body and a separate output head "
+            f"(model.transformer or model.model, and lm_head); {type(hf).__name__} has "
+            + ("no body" if body is hf else "no output head") + ". Set model.fused_cross_entropy off"
+        )
+    return body, head
+
+
+def _check_liger_possible() -> None:
+    """``fused_cross_entropy=liger`` prerequisites, checked at construction."""
+    if not torch.cuda.is_available():
+        raise ModelConfigError(
+            "model.fused_cross_entropy=liger needs a CUDA GPU (Liger-Kernel is written in Triton); use "
+            "model.fused_cross_entropy=chunked on this machine"
+        )
+    try:
+        import liger_kernel.transformers  # noqa: F401
+    except ImportError as err:
+        raise ModelConfigError(
+            "model.fused_cross_entropy=liger needs Liger-Kernel: pip install liger-kernel (or use "
+            "model.fused_cross_entropy=chunked, which needs nothing)"
+        ) from err
 
 
 def _unscales_in_step(optimizer: torch.optim.Optimizer) -> bool:

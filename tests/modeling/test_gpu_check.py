@@ -56,6 +56,8 @@ def test_every_check_command_parses_with_the_real_cli(name, mode, tmp_path, caps
         assert "precision: 16-mixed" in printed
     if name == "gpt2-foreach":
         assert "fused: false" in printed and "foreach: true" in printed
+    if name == "gpt2-fused-ce":
+        assert "fused_cross_entropy: chunked" in printed
 
 
 def test_read_run_takes_the_median_after_warm_up(tmp_path):
@@ -114,9 +116,9 @@ def test_cpu_smoke_runs_every_check_command(tmp_path):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     report = json.loads(out.read_text())
     status = {name: r["status"] for name, r in report["checks"].items()}
-    assert status == {"gpt2-eager": "ok", "lora-bf16": "ok", "lora-fp16": "ok", "gpt2-compile": "ok",
-                      "qlora": "refused (expected)" if not torch.cuda.is_available() else "ok"}
-    for name in ("gpt2-eager", "lora-bf16"):
+    assert status == {"gpt2-eager": "ok", "lora-bf16": "ok", "lora-fp16": "ok", "gpt2-fused-ce": "ok",
+                      "gpt2-compile": "ok", "qlora": "refused (expected)" if not torch.cuda.is_available() else "ok"}
+    for name in ("gpt2-eager", "lora-bf16", "gpt2-fused-ce"):
         r = report["checks"][name]
         assert r["tokens_per_s"] > 0 and r["loss_last"] < r["loss_first"], r
         assert r["optimizer_line"].startswith("AdamW fused=True, precision bf16-mixed")
