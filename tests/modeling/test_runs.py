@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -254,3 +256,36 @@ def _csv(log_dir: str) -> list[dict[str, str]]:
 
     with open(Path(log_dir) / "metrics.csv") as fh:
         return list(csv.DictReader(fh))
+
+
+class SlurmPreemptAt(pl.Callback):
+    """Calls Lightning's SLURM SIGUSR1 handler at optimizer step ``step``, as SLURM's warning signal would."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and not list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")):
+            trainer._signal_connector._slurm_sigusr_handler_fn(signal.SIGUSR1, None)
+
+
+@pytest.mark.slow
+def test_slurm_requeue_checkpoint_lands_in_the_run_folder_and_is_resumed(tmp_path, tokenizer_dir, shards_dir,
+                                                                        monkeypatch):
+    # SLURM's SIGUSR1: Lightning saves hpc_ckpt_N.ckpt into trainer.default_root_dir (the run folder) and asks
+    # scontrol to requeue the job (not on this machine: it logs that the requeue failed and training goes on)
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("PATH", str(tmp_path / "no-scontrol"))
+    cli = main(tiny_args(tmp_path, tokenizer_dir, shards_dir, *QUICK, "--trainer.max_steps", "3",
+                         "--trainer.callbacks+", f"{__name__}.SlurmPreemptAt", "--trainer.callbacks.step", "2"))
+    run = Path(cli.trainer.log_dir)
+    hpc = run / "hpc_ckpt_1.ckpt"
+    assert hpc.is_file() and load_checkpoint(hpc)["global_step"] == 2
+    assert load_checkpoint(hpc)[IDENTITY_KEY]["block_size"] == 32
+    # the requeued job runs the same command with --ckpt_path last: the preemption checkpoint, when newest
+    (run / "checkpoints" / "last.ckpt").unlink()
+    monkeypatch.delenv("SLURM_JOB_ID")
+    resumed = main(tiny_args(tmp_path, tokenizer_dir, shards_dir, *QUICK, "--trainer.max_steps", "5",
+                             "--ckpt_path", "last"))
+    assert resumed.trainer.ckpt_path == str(hpc)
+    assert Path(resumed.trainer.log_dir) == run and resumed.trainer.global_step == 5
