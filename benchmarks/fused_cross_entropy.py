@@ -37,6 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.docs_section import section_opening  # noqa: E402
+
 #: Shapes per preset: "cpu" runs in about a minute on 2 cores; "gpu" is GPT-2 124M at the issue's 16 x 1024.
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"vocab": 32000, "seq": 512, "batch": 4, "layers": 2, "width": 256, "heads": 4, "steps": 8,
@@ -137,14 +139,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     memory_how = ("`torch.cuda.max_memory_allocated`" if s["device"] == "cuda" else
                   "peak resident set size (`VmHWM`, reset before the timed steps)")
     return "\n".join([
-        "### Fused cross-entropy: the head and the loss in chunks vs the full logits",
-        "",
-        f"Measured {report['date']} with",
-        "",
-        "```bash",
-        report["command"],
-        "```",
-        "",
+        *section_opening("Fused cross-entropy: the head and the loss in chunks vs the full logits", report["date"],
+                         report["command"]),
         f"on {m['device']}, {m['cpus']} CPU cores, Python {m['python']}, torch {m['torch']}, "
         f"{report['threads']} torch thread(s); 1-min load average {m['load_before']:.1f} before, "
         f"{m['load_after']:.1f} after.",

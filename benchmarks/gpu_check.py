@@ -50,6 +50,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.docs_section import section_opening  # noqa: E402
+
 #: Modules every check needs (module name -> pip name), and the ones only some checks need.
 REQUIRED = {"lightning": "lightning", "transformers": "transformers", "tokenizers": "tokenizers", "peft": "peft",
             "torchmetrics": "torchmetrics", "jsonargparse": "jsonargparse[signatures]",
@@ -383,14 +385,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"({m['peak_bf16_tflops']:.1f} TFLOP/s, entry \"{m.get('gpu_table_entry')}\")"
             if m.get("peak_bf16_tflops") else "no dense peak known for this device, so no MFU")
     lines = [
-        "### GPU check: training on the paths users run" + (" (CPU smoke run)" if report["mode"] != "gpu" else ""),
-        "",
-        f"Measured {report['date']} with",
-        "",
-        "```bash",
-        report["command"],
-        "```",
-        "",
+        *section_opening("GPU check: training on the paths users run"
+                         + (" (CPU smoke run)" if report["mode"] != "gpu" else ""), report["date"], report["command"]),
         f"on {gpu}; {m.get('cpus')} CPU cores, Python {m.get('python')}, CUDA {m.get('cuda')}, {versions}"
         + (f"; commit {report['commit']}" if report.get("commit") else "") + ".",
         "",
