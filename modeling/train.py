@@ -27,6 +27,7 @@ and exits 143 or 130 with one line naming the checkpoint; ``--ckpt_path last`` c
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -35,11 +36,12 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from curation.paths import InputError
+from modeling import preflight
 from modeling.data import DataConfigError, TextDataModule
 from modeling.export import HFExportCallback, ModelLoadError
 from modeling.module import CausalLMModule, ModelConfigError
@@ -144,6 +146,14 @@ class TrainCLI(LightningCLI):
             "lr_monitor.logging_interval": "step",
         })
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then refuse a ``--ckpt_path`` that is no checkpoint of this trainer before anything is built (and
+        before Lightning reads the checkpoint's hyperparameters into the model options)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand, self.config) if subcommand else self.config
+        self._checkpoint_hparams = preflight.check_ckpt_path(config.get("ckpt_path"))
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         if config.get("ckpt_path") == "last":
@@ -154,6 +164,20 @@ class TrainCLI(LightningCLI):
             # W&B without credentials would stop the run to ask for a key; record locally instead (`wandb sync`).
             os.environ.setdefault("WANDB_MODE", "offline")
             rank_zero_info("W&B: no API key configured, logging offline (upload later with `wandb sync`)")
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, after the model and data options passed their checks (theirs say more: QLoRA on a CPU)."""
+        preflight.check_trainer_options({**self._get(self.config_init, "trainer", default={}), **kwargs})
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # Lightning's word for trainer arguments that cannot work here
+            raise InputError(f"--trainer: {err}") from err
+
+    def after_instantiate_classes(self) -> None:
+        """Checks that need the tokenizer and the model options, before the data is tokenized or a model built."""
+        if isinstance(self.model, CausalLMModule) and isinstance(self.datamodule, TextDataModule):
+            preflight.check_block_fits(self.model, self.datamodule)
+            preflight.check_checkpoint_tokenizer(self._checkpoint_hparams, self.datamodule)
 
     def before_fit(self) -> None:
         if not self.trainer.loggers:
@@ -206,6 +230,7 @@ def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
         run=run,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
+        parser_kwargs={"prog": "python -m modeling.train"},  # in usage and hints, not "train.py"
         auto_configure_optimizers=False,
     )
 
@@ -216,7 +241,8 @@ def run_command(args: list[str] | None = None) -> int:
     try:
         main(args)
     except (ModelConfigError, DataConfigError, ModelLoadError, InputError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # one line, even where the message quotes a library's multi-line error
+        print("error: " + re.sub(r"\s*\n\s*", " ", str(err).strip()), file=sys.stderr)
         return 2
     except TrainingPreempted as stop:
         print(stop, file=sys.stderr)
