@@ -50,6 +50,12 @@ class InputError(ValueError):
     """A user-given input cannot be used. The message says which input, what was found and what to do."""
 
 
+def names_a_local_path(name: str) -> bool:
+    """Whether ``name`` can only mean a local path, not a Hugging Face hub id (``gpt2``, ``org/name``): absolute,
+    starting with ``.`` or ``~``, or with two or more ``/``. A missing one is then an error, not a hub lookup."""
+    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1
+
+
 def detect_format(path: str | os.PathLike[str]) -> str | None:
     """Return the reader format for ``path`` from its ending, or None when no reader knows it."""
     name = str(path).lower()

@@ -64,8 +64,14 @@ def _jsonl_columns(path: Path) -> list[str]:
     return []
 
 
-def check_text_column(files: Sequence[Path], text_column: str) -> None:
-    """Fail early, naming the file and the columns it has, when a shard lacks ``text_column``."""
+#: How the tokenizer command (and the default of the functions below) names the text column option.
+TEXT_COLUMN_OPTION = "--text-column (or text_column: in the config)"
+
+
+def check_text_column(files: Sequence[Path], text_column: str, column_option: str = TEXT_COLUMN_OPTION) -> None:
+    """Fail early, naming the file and the columns it has, when a shard lacks ``text_column``.
+
+    ``column_option`` is how the calling command's user sets the column (``--data.text_column`` for training)."""
     for path in files:
         fmt = detect_format(path)
         if fmt == "text":
@@ -73,8 +79,7 @@ def check_text_column(files: Sequence[Path], text_column: str) -> None:
         cols = _parquet_columns(path) if fmt == "parquet" else _jsonl_columns(path)
         if cols and text_column not in cols:
             raise InputError(
-                f"{path}: no column {text_column!r}; it has {cols}. Pass the right one with --text-column "
-                f"(or text_column: in the config)."
+                f"{path}: no column {text_column!r}; it has {cols}. Pass the right one with {column_option}."
             )
 
 
@@ -91,13 +96,13 @@ def resolve_corpus_files(inputs: str | os.PathLike[str] | Sequence[str | os.Path
 
 
 def resolve_text_files(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                       text_column: str = "text") -> list[Path]:
-    """Resolve inputs to shard files that hold text, and check the column up front."""
+                       text_column: str = "text", column_option: str = TEXT_COLUMN_OPTION) -> list[Path]:
+    """Resolve inputs to shard files that hold text, and check the column up front (see ``check_text_column``)."""
     files = resolve_corpus_files(inputs)
     unknown = [str(f) for f in files if detect_format(f) not in TEXT_FORMATS]
     if unknown:
         raise InputError(f"cannot read text from {unknown[:5]}: use .parquet, .jsonl[.gz] or .txt files")
-    check_text_column(files, text_column)
+    check_text_column(files, text_column, column_option)
     return files
 
 

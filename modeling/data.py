@@ -34,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from curation.paths import InputError
+from curation.paths import InputError, names_a_local_path
 from modeling.corpus import iter_text_batches, resolve_text_files
 from modeling.module import IGNORE_INDEX
 
@@ -43,7 +43,8 @@ CACHE_VERSION = 1
 
 
 class DataConfigError(ValueError):
-    """The data options or inputs cannot be used. The message names the option or file to fix."""
+    """The data options or inputs cannot be used. The message names the option (as the ``--data.*`` flag of
+    ``python -m modeling.train``; the same key under ``data:`` in a config) or file to fix."""
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,14 @@ class TextDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if (path is None) == (hf_dataset is None):
-            raise DataConfigError("give exactly one of data.path (curated shards) and data.hf_dataset "
+            raise DataConfigError("give exactly one of --data.path (curated shards) and --data.hf_dataset "
                                   f"(a Hugging Face dataset); got path={path!r}, hf_dataset={hf_dataset!r}")
-        if block_size < 2:
-            raise DataConfigError(f"data.block_size must be at least 2, got {block_size}")
-        if not 0.0 < val_fraction < 1.0:
-            raise DataConfigError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
+        if path is not None and not (path.strip() if isinstance(path, str) else path):
+            raise DataConfigError("--data.path is empty: give the curated shards (a folder, glob or list of files)")
+        _check_numbers(block_size, batch_size, val_fraction, max_docs, num_workers, tokenize_batch_size)
+        if Path(cache_dir).expanduser().exists() and not Path(cache_dir).expanduser().is_dir():
+            raise DataConfigError(f"--data.cache_dir {cache_dir!r} is a file, not a folder: point it at a folder "
+                                  "for the token caches (it is created if missing)")
         self.tokenizer_path = tokenizer
         self.tokenizer = load_tokenizer(tokenizer)
         self.path = path
@@ -174,6 +177,11 @@ class TextDataModule(LightningDataModule):
         self.val_set: TokenBlocks | None = None
         self._sampler: ResumableSampler | None = None
         self._resume: tuple[int, int] | None = None
+        # Inputs that cannot be read fail here, before a trainer starts or the tokenizing begins.
+        if path is not None:
+            self._files()
+        else:
+            _check_hf_dataset(hf_dataset)
 
     @property
     def vocab_size(self) -> int:
@@ -194,8 +202,8 @@ class TextDataModule(LightningDataModule):
         n = len(blocks)
         if n < 2:
             raise DataConfigError(
-                f"the corpus makes only {meta['tokens']} tokens, {n} block of data.block_size={self.block_size}: "
-                "too little to hold out a validation block. Add data or lower data.block_size."
+                f"the corpus makes only {meta['tokens']} tokens, {n} block of --data.block_size {self.block_size}: "
+                "too little to hold out a validation block. Add data or lower --data.block_size."
             )
         order = np.random.default_rng(self.seed).permutation(n)
         n_val = min(n - 1, max(1, round(n * self.val_fraction)))
@@ -297,7 +305,8 @@ class TextDataModule(LightningDataModule):
                     tokens += len(flat)
             if docs == 0:
                 raise DataConfigError(f"no documents with text in column {self.text_column!r} of {self._describe()}: "
-                                      "check data.path / data.hf_dataset and data.text_column")
+                                      f"check {'--data.path' if self.path is not None else '--data.hf_dataset'}, "
+                                      "--data.text_column and --data.max_docs")
             stream = np.memmap(tmp / "tokens.bin", dtype=dtype, mode="r", shape=(tokens,))
             n_blocks = -(-tokens // self.block_size)
             pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
@@ -348,20 +357,27 @@ class TextDataModule(LightningDataModule):
     def _files(self) -> list[Path]:
         assert self.path is not None
         try:
-            return resolve_text_files(self.path, self.text_column)
+            return resolve_text_files(self.path, self.text_column, column_option="--data.text_column")
         except InputError as err:
-            raise DataConfigError(f"data.path: {err}") from err
+            raise DataConfigError(f"--data.path: {err}") from err
 
     def _load_hf_dataset(self) -> Any:
         import datasets
 
         cfg = self.hf_dataset
         assert cfg is not None
-        ds = datasets.load_dataset(cfg.name, cfg.config, data_files=cfg.data_files, split=cfg.split,
-                                   streaming=cfg.streaming, revision=cfg.revision)
+        try:
+            ds = datasets.load_dataset(cfg.name, cfg.config, data_files=cfg.data_files, split=cfg.split,
+                                       streaming=cfg.streaming, revision=cfg.revision)
+        except (FileNotFoundError, ConnectionError, ValueError) as err:  # not found, offline, no such config/split
+            raise DataConfigError(
+                f"--data.hf_dataset: cannot load {cfg.name!r} (config={cfg.config!r}, split={cfg.split!r}, "
+                f"data_files={cfg.data_files!r}): {err}. Check --data.hf_dataset.name and its data_files, config "
+                "and split; a hub dataset needs network access or the datasets cache"
+            ) from err
         if ds.column_names is not None and self.text_column not in ds.column_names:
-            raise DataConfigError(f"data.hf_dataset {cfg.name!r} has no column {self.text_column!r}; it has "
-                                  f"{ds.column_names}. Set data.text_column.")
+            raise DataConfigError(f"--data.hf_dataset {cfg.name!r} has no column {self.text_column!r}; it has "
+                                  f"{ds.column_names}. Set --data.text_column.")
         return ds
 
     def _source_fingerprint(self) -> Any:
@@ -372,7 +388,7 @@ class TextDataModule(LightningDataModule):
         return {**asdict(self.hf_dataset), "local_files": _local_dataset_files(self.hf_dataset)}
 
     def _describe(self) -> str:
-        return f"data.path={self.path!r}" if self.path is not None else f"data.hf_dataset={self.hf_dataset}"
+        return f"--data.path {self.path!r}" if self.path is not None else f"--data.hf_dataset {self.hf_dataset}"
 
     def _trainer_attached(self) -> bool:
         return self.trainer is not None
@@ -401,23 +417,76 @@ def _local_dataset_files(cfg: HFDatasetConfig) -> list[list[Any]]:
 
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     """Load a tokenizer directory with AutoTokenizer, failing with a fix-it message; it must have an eos token."""
+    fix = (f"Train one with `python -m modeling.tokenizer train --input SHARDS --output {path or 'DIR'}`, or point "
+           "--data.tokenizer at a directory written by save_pretrained (tokenizer.json + tokenizer_config.json).")
+    if not path.strip():
+        raise DataConfigError(f"--data.tokenizer is empty. {fix}")
     local = Path(path).expanduser()
+    if local.is_file():
+        raise DataConfigError(f"--data.tokenizer {path!r} is a file: give the directory that holds the tokenizer "
+                              f"({str(local.parent)!r} if this is its tokenizer.json)")
+    if local.is_dir() and not any((local / f).is_file() for f in _TOKENIZER_FILES):
+        raise DataConfigError(f"--data.tokenizer {path!r} holds no tokenizer (none of {list(_TOKENIZER_FILES)}; it "
+                              f"holds {sorted(x.name for x in local.iterdir())[:10]}). {fix}")
+    if not local.exists() and names_a_local_path(path):
+        raise DataConfigError(f"--data.tokenizer {path!r}: no such directory. {fix}")
     try:
-        # Not a local folder: maybe a hub name ("gpt2"); offline, that fails fast and lands below.
+        # Not a local folder: a hub name ("gpt2"); offline and not cached, that fails fast and lands below.
         tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
     except (OSError, ValueError) as err:
-        where = "that directory does not hold a loadable tokenizer" if local.exists() else "no such directory"
-        raise DataConfigError(
-            f"data.tokenizer: cannot load a tokenizer from {path!r} ({where}: {err}). Train one with "
-            f"`python -m modeling.tokenizer train --input SHARDS --output {path}`, or point data.tokenizer at a "
-            "directory written by save_pretrained (tokenizer.json + tokenizer_config.json)."
-        ) from err
+        where = ("that directory does not hold a loadable tokenizer" if local.exists() else
+                 "no such directory, nor a tokenizer on the hub reachable from here")
+        raise DataConfigError(f"--data.tokenizer: cannot load a tokenizer from {path!r} ({where}: {err}). {fix}") from err
     if tokenizer.eos_token_id is None:
         raise DataConfigError(
-            f"data.tokenizer {path!r} has no eos token, which separates packed documents. Retrain it with an eos "
+            f"--data.tokenizer {path!r} has no eos token, which separates packed documents. Retrain it with an eos "
             "special token, or add one: tokenizer.add_special_tokens({'eos_token': '</s>'}) and save_pretrained."
         )
     return tokenizer
+
+
+#: Files of which a tokenizer directory holds at least one (fast, or slow tokenizers' vocabularies).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+
+
+def _check_numbers(block_size: int, batch_size: int, val_fraction: float, max_docs: int | None, num_workers: int,
+                   tokenize_batch_size: int) -> None:
+    if block_size < 2:
+        raise DataConfigError(f"--data.block_size must be at least 2, got {block_size}")
+    if batch_size < 1:
+        raise DataConfigError(f"--data.batch_size must be at least 1 (blocks per batch per device), got {batch_size}")
+    if not 0.0 < val_fraction < 1.0:
+        raise DataConfigError(f"--data.val_fraction must be in (0, 1), got {val_fraction}")
+    if max_docs is not None and max_docs < 1:
+        raise DataConfigError(f"--data.max_docs must be at least 1 (or null to read every document), got {max_docs}")
+    if num_workers < 0:
+        raise DataConfigError(f"--data.num_workers must be 0 (load in the main process) or more, got {num_workers}")
+    if tokenize_batch_size < 1:
+        raise DataConfigError(f"--data.tokenize_batch_size must be at least 1, got {tokenize_batch_size}")
+
+
+def _check_hf_dataset(cfg: HFDatasetConfig | None) -> None:
+    """Local parts of ``--data.hf_dataset`` that do not exist fail before ``load_dataset`` is tried."""
+    assert cfg is not None
+    name = Path(cfg.name).expanduser()
+    if not name.exists() and names_a_local_path(cfg.name):
+        raise DataConfigError(f"--data.hf_dataset.name {cfg.name!r}: no such folder. Give a local dataset folder, "
+                              "a hub dataset name, or a builder (parquet, json, text) with --data.hf_dataset.data_files")
+    if cfg.data_files is None or not (name.is_dir() or _is_packaged_builder(cfg.name)):
+        return  # a hub dataset's data_files are paths inside its repository, not local ones
+    patterns = [cfg.data_files] if isinstance(cfg.data_files, str) else list(cfg.data_files)
+    local = [p for p in patterns if "://" not in p]
+    if local and not _local_dataset_files(cfg):
+        where = f" (relative to {cfg.name!r})" if name.is_dir() else ""
+        raise DataConfigError(f"--data.hf_dataset.data_files {cfg.data_files!r} matches no file{where}: check the "
+                              "paths or globs")
+
+
+def _is_packaged_builder(name: str) -> bool:
+    """Whether ``name`` is one of the datasets library's file builders (``parquet``, ``json``, ``csv``, ``text``...)."""
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    return name in _PACKAGED_DATASETS_MODULES
 
 
 def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,6 +27,7 @@ from torchmetrics import MeanMetric
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
+from curation.paths import names_a_local_path
 from modeling.loss import (
     IGNORE_INDEX,
     chunk_cross_entropy,
@@ -44,7 +46,8 @@ _LOGIT_TRANSFORMS = {"final_logit_softcapping": None, "logit_softcapping": None,
 
 
 class ModelConfigError(ValueError):
-    """The model options cannot work together. The message names the option to change."""
+    """The model options cannot work together. The message names the option to change, as the ``--model.*`` flag
+    of ``python -m modeling.train`` (the same key under ``model:`` in a config)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class ScratchModelConfig:
         """Build the transformers config for ``vocab_size`` embedding rows."""
         if self.hidden_size % self.num_heads:
             raise ModelConfigError(
-                f"model.scratch.hidden_size={self.hidden_size} is not divisible by model.scratch.num_heads="
+                f"--model.scratch.hidden_size {self.hidden_size} is not divisible by --model.scratch.num_heads "
                 f"{self.num_heads}; change one of them."
             )
         if self.arch == "gpt2":
@@ -241,15 +244,19 @@ class CausalLMModule(LightningModule):
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         if (pretrained is None) == (scratch is None):
             raise ModelConfigError(
-                "give exactly one of model.pretrained (a model directory to fine-tune) and model.scratch "
+                "give exactly one of --model.pretrained (a model directory to fine-tune) and --model.scratch "
                 f"(an architecture to train from scratch); got pretrained={pretrained!r}, scratch={scratch!r}"
             )
+        if pretrained is not None:
+            _check_pretrained_path(pretrained)
+        if lora is not None and lora.r < 1:
+            raise ModelConfigError(f"--model.lora.r must be at least 1 (the adapters' rank), got {lora.r}")
         if quantization is not None:
             _check_qlora_possible(pretrained, lora)
         if lora is not None and pretrained is None:
             # The adapter would name no base (base_model_name_or_path: null) and the random base is never saved.
             raise ModelConfigError(
-                "model.lora needs model.pretrained: LoRA adapts a pretrained model; for a model trained from "
+                "--model.lora needs --model.pretrained: LoRA adapts a pretrained model; for a model trained from "
                 "scratch, drop --model.lora"
             )
         self.pretrained = pretrained
@@ -319,7 +326,7 @@ class CausalLMModule(LightningModule):
         assert self.pretrained is not None
         try:
             config = AutoConfig.from_pretrained(self.pretrained)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise _pretrained_error(self.pretrained, err) from err
         if self.vocab_size is not None and self.vocab_size > getattr(config, "vocab_size", 0):
             config.vocab_size = self.vocab_size
@@ -419,8 +426,8 @@ class CausalLMModule(LightningModule):
         if isinstance(scheduler, WarmupCosineLR) and scheduler.total_steps is None:
             if total is None:
                 raise ModelConfigError(
-                    "the cosine schedule needs the run length: set trainer.max_steps (or trainer.max_epochs), "
-                    "or model.scheduler.init_args.total_steps"
+                    "the cosine schedule needs the run length: set --trainer.max_steps (or --trainer.max_epochs), "
+                    "or --model.scheduler.init_args.total_steps"
                 )
             scheduler.total_steps = total
             scheduler.follows_trainer = True
@@ -456,8 +463,8 @@ class CausalLMModule(LightningModule):
                       if isinstance(v := getattr(self.model.config, k, None), int)), None)
         if block is not None and limit is not None and block > limit:
             raise ModelConfigError(
-                f"data.block_size={block} is longer than the model's {limit} positions: lower data.block_size, "
-                "or raise model.scratch.max_position_embeddings (from-scratch models only)"
+                f"--data.block_size {block} is longer than the model's {limit} positions: lower --data.block_size, "
+                "or raise --model.scratch.max_position_embeddings (from-scratch models only)"
             )
         self._base_seed = torch.initial_seed()
         if self.fused_cross_entropy != "off" and not self._fused_checked:
@@ -508,12 +515,14 @@ class CausalLMModule(LightningModule):
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.model is not None:
+            _check_checkpoint_shapes(checkpoint["state_dict"], self.state_dict())
         if self.lora is not None and self.model is not None:
             missing = sorted(self._trainable_state_keys() - set(checkpoint["state_dict"]))
             if missing:
                 raise ModelConfigError(
                     f"the checkpoint lacks {len(missing)} trained LoRA weights (e.g. {missing[:3]}): it was "
-                    "saved with other model.lora settings; use the same r/target_modules as the run that wrote it"
+                    "saved with other --model.lora settings; use the same r/target_modules as the run that wrote it"
                 )
 
     # ---------------------------------------------------------------------------------- helpers
@@ -600,12 +609,12 @@ class CausalLMModule(LightningModule):
         if self.scratch is not None:
             rows = self.scratch.vocab_size or self.vocab_size
             if rows is None:
-                raise ModelConfigError("model.scratch.vocab_size is unknown: set data.tokenizer (the CLI links "
-                                       "its size) or model.scratch.vocab_size")
+                raise ModelConfigError("--model.scratch.vocab_size is unknown: set --data.tokenizer (the CLI links "
+                                       "its size) or --model.scratch.vocab_size")
             if self.vocab_size is not None and rows < self.vocab_size:
                 raise ModelConfigError(
-                    f"vocab mismatch: the tokenizer has {self.vocab_size} tokens but model.scratch.vocab_size is "
-                    f"{rows}, so the highest token ids have no embedding row. Remove model.scratch.vocab_size "
+                    f"vocab mismatch: the tokenizer has {self.vocab_size} tokens but --model.scratch.vocab_size is "
+                    f"{rows}, so the highest token ids have no embedding row. Remove --model.scratch.vocab_size "
                     f"(it then follows the tokenizer) or set it to at least {self.vocab_size}."
                 )
             return AutoModelForCausalLM.from_config(self.scratch.to_hf_config(rows), **kwargs)
@@ -615,7 +624,7 @@ class CausalLMModule(LightningModule):
             kwargs.update(_bnb_kwargs(self.quantization))
         try:
             model = AutoModelForCausalLM.from_pretrained(self.pretrained, **kwargs)
-        except OSError as err:
+        except (OSError, ValueError) as err:  # missing or partial files, a config.json of no known model type
             raise _pretrained_error(self.pretrained, err) from err
         if self.quantization is not None:
             import peft
@@ -636,12 +645,12 @@ class CausalLMModule(LightningModule):
                            f"resizing the embeddings (new rows start at the mean of the old ones)")
             model.resize_token_embeddings(self.vocab_size)
             if self.lora is not None and not self.lora.modules_to_save:
-                rank_zero_warn("new token embeddings stay untrained under LoRA; set model.lora.modules_to_save "
+                rank_zero_warn("new token embeddings stay untrained under LoRA; set --model.lora.modules_to_save "
                                "(e.g. [lm_head, embed_tokens]) to train them")
             return
         raise ModelConfigError(
             f"vocab mismatch: the tokenizer has {self.vocab_size} tokens but the model's embedding has {rows} rows. "
-            "Use the tokenizer the model was trained with (data.tokenizer), or a model with a larger vocabulary."
+            "Use the tokenizer the model was trained with (--data.tokenizer), or a model with a larger vocabulary."
         )
 
     def _add_lora(self, model: PreTrainedModel) -> PreTrainedModel:
@@ -650,14 +659,19 @@ class CausalLMModule(LightningModule):
 
         assert self.lora is not None
         targets = self.lora.target_modules
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                         if isinstance(m, (torch.nn.Linear, Conv1D))})
         if targets is None:
             model_type = model.config.model_type
             if model_type not in DEFAULT_TARGETS:
-                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                                 if isinstance(m, (torch.nn.Linear, Conv1D))})
                 raise ModelConfigError(f"no default LoRA target modules for model type {model_type!r}; set "
-                                       f"model.lora.target_modules to some of its linear layers: {linear}")
+                                       f"--model.lora.target_modules to some of its linear layers: {linear}")
             targets = tuple(DEFAULT_TARGETS[model_type])
+        names = [n for n, _ in model.named_modules()]
+        unknown = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+        if unknown:
+            raise ModelConfigError(f"--model.lora.target_modules {list(unknown)}: no such module in "
+                                   f"{model.config.model_type!r}; its linear layers are {linear}")
         # GPT-2 keeps its linear weights transposed (Conv1D); peft must know, or it warns and guesses.
         fan_in_fan_out = any(isinstance(m, Conv1D) and n.rsplit(".", 1)[-1] in targets
                              for n, m in model.named_modules())
@@ -714,7 +728,7 @@ def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 def _pretrained_error(pretrained: str, err: OSError) -> ModelConfigError:
     return ModelConfigError(
-        f"cannot load model.pretrained={pretrained!r}: {err}. Give a directory written by save_pretrained "
+        f"cannot load --model.pretrained {pretrained!r}: {err}. Give a directory written by save_pretrained "
         "(config.json + weights) or a hub name reachable from this machine."
     )
 
@@ -759,20 +773,54 @@ def _check_qlora_possible(pretrained: str | None, lora: LoraConfig | None) -> No
     """QLoRA prerequisites, checked at construction so a misconfigured job fails before any work."""
     if pretrained is None or lora is None:
         raise ModelConfigError(
-            "model.quantization (QLoRA) quantizes a pretrained base and trains LoRA adapters on it: set "
-            "model.pretrained and model.lora too, or remove model.quantization"
+            "--model.quantization (QLoRA) quantizes a pretrained base and trains LoRA adapters on it: set "
+            "--model.pretrained and --model.lora too, or remove --model.quantization"
         )
     if not torch.cuda.is_available():
         raise ModelConfigError(
-            "model.quantization (4-bit QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on this "
-            "machine's CPU. Run on a GPU node, or remove model.quantization to train plain LoRA (fp32/bf16) here."
+            "--model.quantization (4-bit QLoRA) needs a CUDA GPU: bitsandbytes' 4-bit kernels do not run on this "
+            "machine's CPU. Run on a GPU node, or remove --model.quantization to train plain LoRA (fp32/bf16) here."
         )
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
         raise ModelConfigError(
-            "model.quantization needs bitsandbytes: pip install -e '.[qlora]' (or pip install bitsandbytes)"
+            "--model.quantization needs bitsandbytes: pip install -e '.[qlora]' (or pip install bitsandbytes)"
         ) from err
+
+
+def _check_pretrained_path(pretrained: str) -> None:
+    """A ``--model.pretrained`` that is plainly not a model directory fails at construction, before any data work.
+
+    Names that may be hub ids (``gpt2``, ``org/name``) and do not exist locally are left to ``from_pretrained``.
+    """
+    fix = "Give a directory written by save_pretrained (config.json + weights) or a hub model name"
+    if not pretrained.strip():
+        raise ModelConfigError(f"--model.pretrained is empty. {fix}")
+    local = Path(pretrained).expanduser()
+    if local.is_file():
+        hint = "; a Lightning checkpoint resumes with --ckpt_path" if local.suffix == ".ckpt" else ""
+        raise ModelConfigError(f"--model.pretrained {pretrained!r} is a file, not a model directory{hint}. {fix}")
+    if local.is_dir() and not (local / "config.json").is_file():
+        seen = sorted(x.name for x in local.iterdir())[:10]
+        adapter = (" (a LoRA adapter: give its base model, in adapter_config.json, here)"
+                   if (local / "adapter_config.json").is_file() else "")
+        raise ModelConfigError(f"--model.pretrained {pretrained!r} has no config.json{adapter}; it holds {seen}. {fix}")
+    if not local.exists() and names_a_local_path(pretrained):
+        raise ModelConfigError(f"--model.pretrained {pretrained!r}: no such directory. {fix}")
+
+
+def _check_checkpoint_shapes(saved: dict[str, Any], own: dict[str, torch.Tensor]) -> None:
+    """A checkpoint whose tensors do not fit this model (another tokenizer or architecture) fails naming one."""
+    wrong = [(k, list(v.shape), list(own[k].shape)) for k, v in saved.items()
+             if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape]
+    if wrong:
+        key, theirs, ours = wrong[0]
+        raise ModelConfigError(
+            f"the checkpoint does not fit this model: {key} is {theirs} in the checkpoint but {ours} here "
+            f"({len(wrong)} tensors differ). An embedding of another size means another tokenizer: give the "
+            "--data.tokenizer (and model options) of the run that wrote the checkpoint"
+        )
 
 
 def _bnb_kwargs(cfg: QuantizationConfig) -> dict[str, Any]:

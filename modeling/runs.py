@@ -173,10 +173,10 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     out: list[str] = []
     data_keys = ("tokens_sha256", "docs", "tokens")
     if any(saved.get(k) != current.get(k) for k in data_keys):
-        out.append(f"the token data (data.path/data.hf_dataset, data.text_column, data.max_docs): "
+        out.append(f"the token data (--data.path/--data.hf_dataset, --data.text_column, --data.max_docs): "
                    f"{_describe_data(saved)} in the checkpoint, {_describe_data(current)} now")
-    labels = {"tokenizer_sha256": "the tokenizer (data.tokenizer)", "block_size": "data.block_size",
-              "val_fraction": "data.val_fraction", "seed": "data.seed", "lora": "model.lora"}
+    labels = {"tokenizer_sha256": "the tokenizer (--data.tokenizer)", "block_size": "--data.block_size",
+              "val_fraction": "--data.val_fraction", "seed": "--data.seed", "lora": "--model.lora"}
     for key, label in labels.items():
         if key in saved and saved.get(key) != current.get(key):
             if key == "tokenizer_sha256":
@@ -188,7 +188,7 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     changed = sorted(k for k in set(old_model) | set(new_model) if old_model.get(k) != new_model.get(k))
     if changed:
         shown = ", ".join(f"{k}={old_model.get(k)!r} -> {new_model.get(k)!r}" for k in changed[:6])
-        out.append(f"the model (model.scratch/model.pretrained): {shown}"
+        out.append(f"the model (--model.scratch/--model.pretrained): {shown}"
                    + (f" and {len(changed) - 6} more" if len(changed) > 6 else ""))
     return out
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 import time
 import warnings
@@ -50,13 +51,14 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.callbacks.progress.rich_progress import _RICH_AVAILABLE
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter as CSVExperimentWriter
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from curation.paths import InputError
+from modeling import preflight
 from modeling.data import DataConfigError, TextDataModule
 from modeling.export import HFExportCallback, ModelLoadError
 from modeling.module import CausalLMModule, ModelConfigError
@@ -196,6 +198,15 @@ class TrainCLI(LightningCLI):
             "lr_monitor.logging_interval": "step",
         })
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        """Parse, then refuse a ``--ckpt_path`` that is no checkpoint of this trainer before anything is built (and
+        before Lightning reads the checkpoint's hyperparameters into the model options)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand, self.config) if subcommand else self.config
+        self.config_ckpt_given = config.get("ckpt_path")
+        self._checkpoint_hparams = preflight.check_ckpt_path(self.config_ckpt_given)
+
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         self.run = self._place_run(config)
@@ -223,16 +234,15 @@ class TrainCLI(LightningCLI):
         elif ckpt == "best" and self.subcommand != "fit":
             ckpt = config["ckpt_path"] = str(best_checkpoint(root, name, config["checkpoint"]["monitor"]))
             rank_zero_info(f"--ckpt_path best: {ckpt}")
-        elif ckpt and ckpt not in ("best", "hpc", "registry") and not Path(ckpt).expanduser().is_file():
-            raise ModelConfigError(f"--ckpt_path {ckpt}: no such checkpoint file; give a .ckpt file, or "
-                                   f"'last'/'best' for the newest/best checkpoint of experiment {name!r}")
+        if config.get("ckpt_path") != self.config_ckpt_given:  # resolved from last/best: check it as a given file
+            self._checkpoint_hparams = preflight.check_ckpt_path(ckpt)
         if self.subcommand in ("validate", "test") and not ckpt:
             model = config["model"]
             if model.get("pretrained") is None:
                 raise ModelConfigError(
                     f"{self.subcommand} without --ckpt_path would score a randomly initialised model "
-                    f"(model.scratch): pass --ckpt_path best or last (of experiment {name!r}) or a .ckpt file")
-            rank_zero_info(f"{self.subcommand}: no --ckpt_path, scoring model.pretrained={model['pretrained']} "
+                    f"(--model.scratch): pass --ckpt_path best or last (of experiment {name!r}) or a .ckpt file")
+            rank_zero_info(f"{self.subcommand}: no --ckpt_path, scoring --model.pretrained {model['pretrained']} "
                            "as it is")
 
         resumed = run_of_checkpoint(root, name, ckpt) if self.subcommand == "fit" and ckpt else None
@@ -262,13 +272,25 @@ class TrainCLI(LightningCLI):
         return run
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The trainer, after the model and data options passed their checks (theirs say more: QLoRA on a CPU),
+        with the step progress bar unless the config has a progress bar of its own or none."""
         trainer_config = self._get(self.config_init, "trainer", default={})
+        preflight.check_trainer_options({**trainer_config, **kwargs})
         callbacks = trainer_config.get("callbacks") or []
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         if trainer_config.get("enable_progress_bar") is not False and not any(
                 isinstance(cb, ProgressBar) for cb in callbacks):
             kwargs.setdefault("callbacks", [*callbacks, StepProgressBar()])
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as err:  # Lightning's word for trainer arguments that cannot work here
+            raise InputError(f"--trainer: {err}") from err
+
+    def after_instantiate_classes(self) -> None:
+        """Checks that need the tokenizer and the model options, before the data is tokenized or a model built."""
+        if isinstance(self.model, CausalLMModule) and isinstance(self.datamodule, TextDataModule):
+            preflight.check_block_fits(self.model, self.datamodule)
+            preflight.check_checkpoint_tokenizer(self._checkpoint_hparams, self.datamodule)
 
     def before_fit(self) -> None:
         if not self.trainer.loggers:
@@ -355,6 +377,7 @@ def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
         save_config_callback=RunConfigSaver,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"default_root_dir": "runs"},
+        parser_kwargs={"prog": "python -m modeling.train"},  # in usage and hints, not "train.py"
         auto_configure_optimizers=False,
     )
 
@@ -365,7 +388,8 @@ def run_command(args: list[str] | None = None) -> int:
     try:
         main(args)
     except (ModelConfigError, DataConfigError, ModelLoadError, InputError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # one line, even where the message quotes a library's multi-line error
+        print("error: " + re.sub(r"\s*\n\s*", " ", str(err).strip()), file=sys.stderr)
         return 2
     except TrainingPreempted as stop:
         print(stop, file=sys.stderr)

@@ -62,7 +62,7 @@ def test_config_runs_as_shipped(config, tmp_path, shards_dir, tokenizer_dir, gpt
     if needs_cuda(cfg) and not torch.cuda.is_available():
         assert proc.returncode == 2, output[-3000:]
         last = proc.stderr.strip().splitlines()[-1]
-        assert last.startswith("error: model.quantization (4-bit QLoRA) needs a CUDA GPU"), output[-3000:]
+        assert last.startswith("error: --model.quantization (4-bit QLoRA) needs a CUDA GPU"), output[-3000:]
         assert "Traceback" not in proc.stderr  # one line, not a stack trace
         return
 

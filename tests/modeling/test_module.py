@@ -63,17 +63,17 @@ def test_pretrained_embeddings_grow_for_added_tokens(gpt2_dir):
 
 
 def test_needs_exactly_one_weight_source(gpt2_dir):
-    with pytest.raises(ModelConfigError, match=r"exactly one of model\.pretrained"):
+    with pytest.raises(ModelConfigError, match=r"exactly one of --model\.pretrained"):
         CausalLMModule()
-    with pytest.raises(ModelConfigError, match=r"exactly one of model\.pretrained"):
+    with pytest.raises(ModelConfigError, match=r"exactly one of --model\.pretrained"):
         CausalLMModule(pretrained=str(gpt2_dir), scratch=TINY)
 
 
 def test_qlora_without_cuda_stops_at_construction(gpt2_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a GPU machine
-    with pytest.raises(ModelConfigError, match=r"needs a CUDA GPU.*remove model.quantization"):
+    with pytest.raises(ModelConfigError, match=r"needs a CUDA GPU.*remove --model.quantization"):
         CausalLMModule(pretrained=str(gpt2_dir), lora=LoraConfig(), quantization=QuantizationConfig())
-    with pytest.raises(ModelConfigError, match=r"set model\.pretrained and model\.lora"):
+    with pytest.raises(ModelConfigError, match=r"set --model\.pretrained and --model\.lora"):
         CausalLMModule(pretrained=str(gpt2_dir), quantization=QuantizationConfig())
 
 
@@ -102,7 +102,7 @@ def test_unknown_architecture_asks_for_target_modules(monkeypatch, gpt2_dir):
 
     monkeypatch.delitem(constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, "gpt2")
     module = CausalLMModule(pretrained=str(gpt2_dir), lora=LoraConfig())
-    with pytest.raises(ModelConfigError, match=r"set model.lora.target_modules.*c_attn"):
+    with pytest.raises(ModelConfigError, match=r"set --model.lora.target_modules.*c_attn"):
         module.configure_model()
 
 

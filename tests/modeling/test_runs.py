@@ -131,10 +131,10 @@ def test_checkpoints_record_the_run_identity_loadable_weights_only(finished):
 
 
 @pytest.mark.parametrize("change, expected", [
-    (["--data.block_size", "16"], "data.block_size: 32 in the checkpoint, 16 now"),
-    (["--data.max_docs", "50"], "the token data (data.path/data.hf_dataset, data.text_column, data.max_docs): 60 docs"),
-    (["--model.scratch.num_layers", "3"], "the model (model.scratch/model.pretrained): n_layer=2 -> 3"),
-    (["--data.val_fraction", "0.2"], "data.val_fraction: 0.05 in the checkpoint, 0.2 now"),
+    (["--data.block_size", "16"], "--data.block_size: 32 in the checkpoint, 16 now"),
+    (["--data.max_docs", "50"], "the token data (--data.path/--data.hf_dataset, --data.text_column, --data.max_docs): 60 docs"),
+    (["--model.scratch.num_layers", "3"], "the model (--model.scratch/--model.pretrained): n_layer=2 -> 3"),
+    (["--data.val_fraction", "0.2"], "--data.val_fraction: 0.05 in the checkpoint, 0.2 now"),
 ], ids=["block_size", "data", "model", "split"])
 def test_resuming_a_different_run_is_refused_naming_the_difference(finished, tokenizer_dir, shards_dir, capsys,
                                                                    change, expected):
@@ -157,7 +157,7 @@ def test_a_different_tokenizer_is_named(tmp_path):
     saved = {"tokens_sha256": "a", "docs": 1, "tokens": 2, "tokenizer": "tok-a", "tokenizer_sha256": "1" * 64}
     now = {**saved, "tokenizer": "tok-b", "tokenizer_sha256": "2" * 64}
     assert identity_differences(saved, now) == [
-        "the tokenizer (data.tokenizer): tok-a (sha256 111111111111) in the checkpoint, tok-b (sha256 222222222222) now"]
+        "the tokenizer (--data.tokenizer): tok-a (sha256 111111111111) in the checkpoint, tok-b (sha256 222222222222) now"]
     assert identity_differences(saved, dict(saved)) == []
 
 
@@ -196,7 +196,7 @@ def test_validate_without_a_checkpoint_is_refused_for_a_model_from_scratch(finis
     args = tiny_args(finished, tokenizer_dir, shards_dir, *QUICK)
     assert run_command(["validate", *args[1:]]) == 2
     assert last_error_line(capsys) == (
-        "error: validate without --ckpt_path would score a randomly initialised model (model.scratch): pass "
+        "error: validate without --ckpt_path would score a randomly initialised model (--model.scratch): pass "
         "--ckpt_path best or last (of experiment 'csv') or a .ckpt file")
 
 
@@ -213,7 +213,7 @@ def test_validate_ckpt_path_best_takes_the_lowest_val_loss_that_still_exists(fin
 def test_a_missing_checkpoint_file_is_one_line(finished, tokenizer_dir, shards_dir, capsys):
     args = tiny_args(finished, tokenizer_dir, shards_dir, *QUICK, "--ckpt_path", str(finished / "nope.ckpt"))
     assert run_command(args) == 2
-    assert f"--ckpt_path {finished / 'nope.ckpt'}: no such checkpoint file" in last_error_line(capsys)
+    assert f"--ckpt_path '{finished / 'nope.ckpt'}': no such file" in last_error_line(capsys)
 
 
 # ------------------------------------------------------------------------------------- data identity

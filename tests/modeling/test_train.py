@@ -231,7 +231,7 @@ def test_lora_on_a_model_from_scratch_is_refused_with_exit_2(tmp_path, tokenizer
     code = run_command(tiny_args(tmp_path, tokenizer_dir, shards_dir, "--model.lora.r", "4"))
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        "error: model.lora needs model.pretrained: LoRA adapts a pretrained model; for a model trained from "
+        "error: --model.lora needs --model.pretrained: LoRA adapts a pretrained model; for a model trained from "
         "scratch, drop --model.lora")
     assert not list(tmp_path.rglob("*.ckpt"))
 
@@ -250,7 +250,7 @@ def test_wandb_logger_is_selectable_and_offline_without_a_key(tmp_path, tokenize
 
 
 def test_block_longer_than_the_model_positions_is_a_clear_error(tmp_path, tokenizer_dir, shards_dir):
-    with pytest.raises(ModelConfigError, match=r"data.block_size=64 is longer than the model's 32 positions"):
+    with pytest.raises(ModelConfigError, match=r"--data.block_size 64 is longer than the model's 32 positions"):
         main(tiny_args(tmp_path, tokenizer_dir, shards_dir, "--data.block_size", "64", "--data.max_docs", "50"))
 
 
