@@ -221,6 +221,7 @@ class TrainCLI(LightningCLI):
         """Resolve ``--ckpt_path last|best``, pick the run folder and point checkpoints, export, config and
         loggers at it (see ``modeling.runs``)."""
         trainer = config["trainer"]
+        preflight.check_trainer_options(trainer)  # before the run folder is made (a root that is a file...)
         root = Path(trainer.get("default_root_dir") or "runs").expanduser()
         name = check_name(config.get("name") or _config_stem(config) or DEFAULT_NAME)
         config["name"] = name
