@@ -221,7 +221,9 @@ class TrainCLI(LightningCLI):
         """Resolve ``--ckpt_path last|best``, pick the run folder and point checkpoints, export, config and
         loggers at it (see ``modeling.runs``)."""
         trainer = config["trainer"]
-        preflight.check_trainer_options(trainer)  # before the run folder is made (a root that is a file...)
+        # the root before the run folder is made in it; the other trainer options after the model's and the data's
+        # (whose messages say more: QLoRA on a CPU names the QLoRA config, not the accelerator)
+        preflight.check_trainer_options({"default_root_dir": trainer.get("default_root_dir")})
         root = Path(trainer.get("default_root_dir") or "runs").expanduser()
         name = check_name(config.get("name") or _config_stem(config) or DEFAULT_NAME)
         config["name"] = name
