@@ -7,18 +7,19 @@ Usage::
     python -m launch.pipeline --config configs/pipeline/demo.yaml --stages train,evaluate
     python -m launch.pipeline --config configs/pipeline/demo.yaml --output out/other
 
-Each stage is the project's own command (``python -m curation run``, ``python -m modeling.tokenizer train``, ...)
-run as a subprocess, so the pipeline adds no second code path: what it runs is exactly what a user could type,
-and each command line is printed and logged. A stage is skipped when its stamp (``<output>/.stamps/<stage>.json``)
-holds the same input key as now and its outputs exist. The key hashes the stage's command line (the extra args
-included), the contents of the files it reads its settings from, the raw input's file sizes and mtimes (for
-curation) and the keys of the upstream stages, so changing a stage's config reruns it and everything downstream.
+The stages are the rows of the stage table (``launch/stages.py``), the same table ``dvc.yaml`` is generated from
+(``python -m launch.dvc --write``). Each stage is the project's own command (``python -m curation run``,
+``python -m modeling.tokenizer train``, ...) run as a subprocess, so the pipeline adds no second code path: what it
+runs is exactly what a user could type, and each command line is printed and logged. A stage is skipped when its
+stamp (``<output>/.stamps/<stage>.json``) holds the same input key as now and its outputs exist. The key hashes
+the stage's command line (the extra args included), the contents of the files it reads its settings from, the
+sizes and mtimes of the data it reads from outside the output folder (the raw input, the prompts) and the keys
+of the upstream stages, so changing a stage's config reruns it and everything downstream.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import json
 import os
@@ -28,76 +29,37 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from curation.config import ConfigError, from_dict, load_yaml
+from launch.stages import (
+    STAGES,
+    PipelineConfig,
+    StageArgsConfig,
+    StageSpec,
+    layout,
+    reads_fingerprint,
+    stage_table,
+)
 
-STAGES: tuple[str, ...] = ("curation", "tokenizer", "train", "evaluate", "generate")
-"""Every stage, in the order it runs."""
+__all__ = ["STAGES", "PipelineConfig", "Stage", "StageArgsConfig", "StageFailed", "build_stages", "load_config",
+           "main", "run_pipeline", "stage_key", "summarize"]
 
 STAMP_DIR = ".stamps"
 LOG_TAIL_LINES = 40
 
 
 @dataclass(frozen=True)
-class StageArgsConfig:
-    """Extra command-line arguments appended to each stage's command (they override its config file)."""
-
-    curation: tuple[str, ...] = ()
-    """Extra flags of ``python -m curation run``, e.g. ``[--num-cpus, "2"]``."""
-    tokenizer: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.tokenizer train``, e.g. ``[--vocab-size, "1000"]``."""
-    train: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.train fit``, e.g. ``[--trainer.max_steps, "10"]``."""
-    evaluate: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.evaluate``, e.g. ``[--max-docs, "100"]``."""
-    generate: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.generate``, e.g. ``[--max-new-tokens, "20"]``."""
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """One run of the whole chain; every key of ``configs/pipeline/*.yaml``."""
-
-    output: str = "out/pipeline-demo"
-    """Directory that receives every artifact: curated/, tokenizer/, train/, metrics.json, samples.jsonl, logs/."""
-    curation_config: str = "configs/curation/demo.yaml"
-    """``--config`` of the curation stage; its ``input`` names the raw data (its ``output`` is overridden)."""
-    tokenizer_config: str = "configs/tokenizer/demo.yaml"
-    """``--config`` of the tokenizer stage."""
-    train_config: str = "configs/train/tiny-cpu.yaml"
-    """``--config`` of the training stage; the data, tokenizer and run directory are set by the pipeline."""
-    prompts: str = "configs/generate/prompts.txt"
-    """Prompts for the generation stage (``--prompts``)."""
-    extra_args: StageArgsConfig = field(default_factory=StageArgsConfig)
-    """Extra flags per stage, appended after the pipeline's own (later flags win)."""
-    stages: tuple[str, ...] = STAGES
-    """Which stages to run; the others are neither run nor checked (their existing outputs are used)."""
-    force: bool = False
-    """Rerun the selected stages even when they are up to date."""
-    env: dict[str, str] = field(default_factory=dict)
-    """Environment variables for the stage processes, e.g. ``OMP_NUM_THREADS: "1"`` on a small shared machine."""
-
-    def __post_init__(self) -> None:
-        unknown = [s for s in self.stages if s not in STAGES]
-        if unknown:
-            raise ConfigError(f"stages: unknown stage(s) {unknown}; valid stages are {','.join(STAGES)}")
-        if not self.stages:
-            raise ConfigError(f"stages: name at least one of {','.join(STAGES)}")
-        if not isinstance(self.env, dict) or not all(isinstance(v, str) for v in self.env.values()):
-            raise ConfigError(f"env: must map names to strings (quote numbers: \"1\"), got {self.env!r}")
-
-
-@dataclass(frozen=True)
 class Stage:
-    """One step of the pipeline: a command and what decides whether it must run again."""
+    """One step as the runner sees it: a command and what decides whether it must run again (built from a row of
+    the stage table, :mod:`launch.stages`; tests build fake ones)."""
 
     name: str
     """Name used in messages, ``--stages``, ``logs/<name>.log`` and the stamp file."""
     command: Callable[[], list[str]]
-    """Builds the argv when the stage runs (late, so it can point at files an upstream stage just wrote)."""
+    """Builds the argv when the stage runs."""
     outputs: tuple[str, ...]
     """Glob patterns, relative to the output dir, that must each match a file for the stage to count as done."""
     inputs: tuple[Path, ...] = ()
@@ -105,7 +67,7 @@ class Stage:
     upstream: tuple[str, ...] = ()
     """Stages whose keys are part of this stage's key: when they rerun, so does this one."""
     fingerprint: Callable[[], Any] | None = None
-    """Extra key material computed at check time (the raw input's sizes and mtimes for curation)."""
+    """Extra key material computed at check time (the sizes and mtimes of the data it reads)."""
     clean: tuple[str, ...] = ()
     """Paths, relative to the output dir, removed before the stage runs (stale runs that would be picked up)."""
 
@@ -127,94 +89,23 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> PipelineC
     return from_dict(PipelineConfig, data, where=str(path or "pipeline config"))
 
 
-def _find_one(root: Path, pattern: str, what: str) -> Path:
-    matches = sorted(root.glob(pattern))
-    if not matches:
-        raise FileNotFoundError(f"no {what} ({pattern}) under {root}; did the training stage finish?")
-    return matches[-1]
-
-
-def _raw_input_fingerprint(cfg: PipelineConfig) -> list[Any]:
-    """Sizes and mtimes of the raw input files: cheap, and enough to notice a changed or added file.
-
-    The inputs come from the curation config's ``input`` (or ``--input`` in the extra args). Remote inputs
-    (``hf://``, URLs) are keyed by name only: they cannot be listed cheaply.
-    """
-    args = list(cfg.extra_args.curation)
-    inputs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--input"]
-    if not inputs:
-        raw = load_yaml(cfg.curation_config).get("input") or []
-        inputs = [raw] if isinstance(raw, str) else list(raw)
-    out: list[Any] = []
-    for spec in inputs:
-        if "://" in spec:
-            out.append(spec)
-            continue
-        p = Path(spec)
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else sorted(Path(f) for f in glob.glob(spec, recursive=True) if Path(f).is_file())
-        out.append([spec, [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files]])
-    return out
+def to_stage(spec: StageSpec, python: str = sys.executable) -> Stage:
+    """The runner's view of a table row: the command with this interpreter, the key's inputs and the done check."""
+    argv = spec.argv(python)
+    return Stage(
+        name=spec.name,
+        command=lambda: list(argv),
+        outputs=spec.done,
+        inputs=tuple(Path(p) for p in spec.params),
+        upstream=spec.upstream,
+        fingerprint=(lambda: reads_fingerprint(spec.reads)) if spec.reads else None,
+        clean=spec.clean,
+    )
 
 
 def build_stages(cfg: PipelineConfig) -> list[Stage]:
-    """The five real stages, wired to each other's outputs under ``cfg.output``."""
-    out = Path(cfg.output)
-    py = sys.executable
-    curated, tokenizer, train = out / "curated", out / "tokenizer", out / "train"
-    extra = cfg.extra_args
-
-    def train_dir() -> Path:
-        return _find_one(train, "**/hf/config.json", "exported hf/ model").parent.parent
-
-    return [
-        Stage(
-            name="curation",
-            command=lambda: [py, "-m", "curation", "run", "--config", cfg.curation_config, "--output",
-                             str(curated), "--overwrite", "--no-progress", *extra.curation],
-            outputs=("curated/_SUCCESS", "curated/report.json", "curated/data/part-*"),
-            inputs=(Path(cfg.curation_config),),
-            fingerprint=lambda: _raw_input_fingerprint(cfg),
-        ),
-        Stage(
-            name="tokenizer",
-            command=lambda: [py, "-m", "modeling.tokenizer", "train", "--config", cfg.tokenizer_config,
-                             "--input", str(curated / "data"), "--output", str(tokenizer), *extra.tokenizer],
-            outputs=("tokenizer/tokenizer.json", "tokenizer/train_stats.json"),
-            inputs=(Path(cfg.tokenizer_config),),
-            upstream=("curation",),
-        ),
-        Stage(
-            name="train",
-            # The run lands in train/<experiment>/version_0 (the experiment: --name, by default the config
-            # file's name): the directory is emptied first, so the version number never climbs and evaluation
-            # cannot pick up an older run's model.
-            command=lambda: [py, "-m", "modeling.train", "fit", "--config", cfg.train_config,
-                             "--data.path", str(curated / "data"), "--data.tokenizer", str(tokenizer),
-                             "--data.cache_dir", str(out / "token-cache"),
-                             "--trainer.default_root_dir", str(train), *extra.train],
-            outputs=("train/**/hf/config.json", "train/**/checkpoints/last.ckpt"),
-            inputs=(Path(cfg.train_config),),
-            upstream=("curation", "tokenizer"),
-            clean=("train",),
-        ),
-        Stage(
-            name="evaluate",
-            command=lambda: [py, "-m", "modeling.evaluate", "--model", str(train_dir() / "hf"),
-                             "--data", str(curated / "data"), "--output", str(out / "metrics.json"),
-                             *extra.evaluate],
-            outputs=("metrics.json",),
-            upstream=("curation", "train"),
-        ),
-        Stage(
-            name="generate",
-            command=lambda: [py, "-m", "modeling.generate", "--model",
-                             str(train_dir() / "checkpoints" / "last.ckpt"), "--prompts", cfg.prompts,
-                             "--output", str(out / "samples.jsonl"), *extra.generate],
-            outputs=("samples.jsonl",),
-            inputs=(Path(cfg.prompts),),
-            upstream=("train",),
-        ),
-    ]
+    """The stage table (:func:`launch.stages.stage_table`) as runnable stages, in order."""
+    return [to_stage(spec) for spec in stage_table(cfg)]
 
 
 def _file_digest(path: Path) -> str:
@@ -258,12 +149,7 @@ def stage_key(stage: Stage, out: Path, keys: dict[str, str]) -> str:
 
 
 def _command_for_key(stage: Stage) -> list[str]:
-    try:
-        argv = stage.command()
-    except FileNotFoundError:
-        # The command points at an upstream output that does not exist yet (first run): the upstream key
-        # already covers it, and the stage will not be skipped because its own stamp is missing.
-        return ["<upstream output missing>"]
+    argv = stage.command()
     return argv[1:] if argv and argv[0] == sys.executable else list(argv)
 
 
@@ -349,17 +235,17 @@ def _load_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def summarize(out: Path) -> str:
+def summarize(cfg: PipelineConfig) -> str:
     """Where every artifact is and the headline numbers, from the files the stages wrote."""
+    at = layout(cfg)
+    out = at.root
     lines = [f"Artifacts under {out}:"]
-    report = _load_json(out / "curated" / "report.json")
-    lines.append(f"  curated shards   {out / 'curated' / 'data'}  (report: {out / 'curated' / 'report.md'})")
-    lines.append(f"  tokenizer        {out / 'tokenizer'}")
-    hf = sorted(out.glob("train/**/hf/config.json"))
-    run_dir = hf[-1].parent.parent if hf else None
-    lines.append(f"  training run     {run_dir or out / 'train'}  (hf/, checkpoints/, TensorBoard events)")
-    lines.append(f"  metrics          {out / 'metrics.json'}")
-    lines.append(f"  samples          {out / 'samples.jsonl'}  (+ samples.md)")
+    report = _load_json(at.curated / "report.json")
+    lines.append(f"  curated shards   {at.shards}  (report: {at.curated / 'report.md'})")
+    lines.append(f"  tokenizer        {at.tokenizer}")
+    lines.append(f"  training run     {at.run if at.run.is_dir() else at.train}  (hf/, checkpoints/, TensorBoard events)")
+    lines.append(f"  metrics          {at.metrics}")
+    lines.append(f"  samples          {at.samples}  (+ samples.md)")
     lines.append(f"  logs             {out / 'logs'}")
     lines.append("Headline numbers:")
     if report:
@@ -367,17 +253,16 @@ def summarize(out: Path) -> str:
         rows_in, rows_out = report.get("rows_in", 0), report.get("rows_out", 0)
         reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(dropped.items()))
         lines.append(f"  rows: {rows_in:,} in -> {rows_out:,} kept, {sum(dropped.values()):,} dropped ({reasons})")
-    stats = _load_json(out / "tokenizer" / "train_stats.json")
+    stats = _load_json(at.tokenizer / "train_stats.json")
     if stats:
         lines.append(f"  vocab size: {stats.get('vocab_size')} ({stats.get('model')})")
-    metrics = _load_json(out / "metrics.json")
+    metrics = _load_json(at.metrics)
     if metrics:
         m = metrics.get("metrics", {})
         lines.append(f"  perplexity on the curated shards: {m.get('perplexity', float('nan')):.3f}, "
                      f"next-token accuracy: {m.get('next_token_accuracy', float('nan')):.3f}")
-    samples = out / "samples.jsonl"
-    if samples.is_file():
-        first = samples.read_text(encoding="utf-8").splitlines()[:1]
+    if at.samples.is_file():
+        first = at.samples.read_text(encoding="utf-8").splitlines()[:1]
         if first:
             row = json.loads(first[0])
             lines.append(f"  sample ({row.get('setting')}): {row.get('prompt')!r} -> {row.get('output')!r}")
@@ -403,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.returncode
     ran = [k for k, v in result.items() if v == "ran"]
     print(f"ran: {', '.join(ran) or 'nothing (everything up to date)'}")
-    print(summarize(Path(cfg.output)))
+    print(summarize(cfg))
     return 0
 
 

@@ -40,7 +40,7 @@ def repo(tmp_path: Path) -> Path:
 
 def test_dvc_repro_runs_the_pipeline_then_only_what_changed(repo: Path):
     first = _dvc(repo, "repro")
-    for stage in ("curate", "tokenizer", "train", "evaluate", "generate"):
+    for stage in ("curation", "tokenizer", "train", "evaluate", "generate"):
         assert f"Running stage '{stage}'" in first
     out = repo / "out" / "dvc"
     assert (out / "curated" / "report.json").is_file() and (out / "tokenizer" / "tokenizer.json").is_file()
@@ -54,6 +54,6 @@ def test_dvc_repro_runs_the_pipeline_then_only_what_changed(repo: Path):
     cfg = repo / "configs" / "tokenizer" / "demo.yaml"
     cfg.write_text(cfg.read_text().replace("vocab_size: 1500", "vocab_size: 1400"))
     third = _dvc(repo, "repro")
-    assert "Stage 'curate' didn't change, skipping" in third
+    assert "Stage 'curation' didn't change, skipping" in third
     for stage in ("tokenizer", "train", "evaluate", "generate"):
         assert f"Running stage '{stage}'" in third
