@@ -20,12 +20,14 @@ import argparse
 import logging
 import signal
 import sys
-from typing import Any
+import typing
+from typing import Any, Literal
 
 import yaml
 
-from curation.config import STEP_ORDER, ConfigError, build_config, to_dict
+from curation.config import ConfigError, RunConfig, build_config, to_dict
 from curation.paths import InputError
+from curation.steps.registry import Flag, StepSpec
 
 
 class Interrupted(BaseException):
@@ -40,6 +42,21 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _flag_dest(spec: StepSpec, flag: Flag) -> str:
+    return f"{spec.name}__{flag.key}"
+
+
+def _flag_kind(spec: StepSpec, flag: Flag) -> dict[str, Any]:
+    """argparse arguments for a step's flag, from the annotation of the config field it sets."""
+    tp = typing.get_type_hints(spec.config)[flag.key]
+    if typing.get_origin(tp) is Literal:
+        return {"choices": list(typing.get_args(tp))}
+    if tp is bool:
+        return {"action": "store_true", "default": None}
+    kind = _csv if typing.get_origin(tp) is tuple else tp if tp in (int, float) else str
+    return {"type": kind, "metavar": flag.key.upper()}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m curation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,13 +68,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--output", help="output directory")
     r.add_argument("--text-column", help="column with the document text (default: text)")
     r.add_argument("--format", choices=["parquet", "jsonl"], help="output format (default: parquet)")
-    r.add_argument("--languages", type=_csv, help="keep these ISO 639-1 languages, e.g. en,de")
-    r.add_argument("--language-backend", choices=["fasttext", "langdetect", "langid", "lingua"],
-                   help="language ID backend (default: fasttext)")
-    r.add_argument("--steps", type=_csv, help=f"comma-separated subset of {','.join(STEP_ORDER)}")
+    r.add_argument("--steps", type=_csv,
+                   help=f"comma-separated subset of {','.join(s.name for s in RunConfig.step_specs)}")
     r.add_argument("--ray-address", help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or local")
     r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray")
-    r.add_argument("--dedup-key", choices=["exact", "normalized"], help="dedup on exact or case/space-folded text")
     r.add_argument("--write-dropped", action="store_true", default=None, help="also write ids of dropped rows")
     r.add_argument("--text-mode", choices=["file", "line"], help="plain text: a document per file or per line")
     r.add_argument("--hf-config", help="Hugging Face dataset config name")
@@ -69,11 +83,17 @@ def parser() -> argparse.ArgumentParser:
                    help="finish an interrupted run in --output, redoing only unfinished work (same config)")
     r.add_argument("--no-progress", action="store_true", help="hide progress bars")
     r.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    options = r.add_argument_group("step options", "the most used ones; the config's step sections hold them all")
+    for spec in RunConfig.step_specs:  # each step declares its flags in curation/steps/registry.py
+        for flag in spec.flags:
+            options.add_argument(flag.flag, dest=_flag_dest(spec, flag), help=flag.help, **_flag_kind(spec, flag))
     return p
 
 
 def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
     """CLI flags as a nested dict shaped like the YAML config (None = not given)."""
+    steps = {spec.name: {flag.key: getattr(a, _flag_dest(spec, flag)) for flag in spec.flags}
+             for spec in RunConfig.step_specs if spec.flags}
     return {
         "input": a.input,
         "output": a.output,
@@ -85,10 +105,9 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
         "resume": a.resume,
         "progress": False if a.no_progress else None,
         "writer": {"format": a.format, "write_dropped": a.write_dropped},
-        "language": {"languages": a.languages, "backend": a.language_backend},
-        "dedup": {"key": a.dedup_key},
         "reader": {"text_mode": a.text_mode, "hf_config": a.hf_config, "hf_split": a.hf_split,
                    "hf_streaming": a.hf_streaming},
+        **steps,
     }
 
 

@@ -4,6 +4,8 @@ The text column itself is the user's (``--text-column``, default ``text``); ever
 through untouched.
 """
 
+from collections.abc import Iterable
+
 ID = "id"
 """Stable row id, a string: the input's own ``id`` column if it has one, else ``<source>:<offset>``. Dedup keeps
 the smallest id comparing strings (``"10"`` sorts before ``"9"``)."""
@@ -36,15 +38,11 @@ INTERNAL = (DROP_REASON, DEDUP_KEY, SHARD, DUP_COUNT, STATS)
 """Columns the writer removes from the curated output (dropped rows are reported, not written)."""
 INTERNAL_PREFIX = "_cur_"
 """Every internal column starts with this; the reader renames input columns that do (see ``reserved``)."""
-STEP_COLUMNS = {"language": (LANG, LANG_SCORE), "pii": (PII_COUNTS,)}
-"""Output columns each step adds. When the step runs, an input column of the same name is renamed."""
 RENAMED_PREFIX = "input_"
 """An input column whose name the pipeline needs is kept as ``input_<name>`` (``input_lang``)."""
 
 
-def reserved(steps: tuple[str, ...] | list[str]) -> frozenset[str]:
-    """Column names an input may not bring for a run of ``steps``: the internal ones and those the steps add."""
-    names = set(INTERNAL)
-    for step in steps:
-        names.update(STEP_COLUMNS.get(step, ()))
-    return frozenset(names)
+def reserved(step_columns: Iterable[str] = ()) -> frozenset[str]:
+    """Column names an input may not bring: the internal ones and ``step_columns``, those the run's steps add
+    (each step's ``columns`` in :mod:`curation.steps.registry`; ``RunConfig.reserved_columns`` has them)."""
+    return frozenset(INTERNAL).union(step_columns)

@@ -1,8 +1,9 @@
-"""Run configuration: one frozen dataclass per step, one for the run, loaded from YAML and CLI flags.
+"""Run configuration: one frozen dataclass for the run, with one section per step, loaded from YAML and flags.
 
 The YAML file holds everything the flags hold and more (per-step options); flags override it. Unknown keys
 are errors that name the key, the section and the valid keys, because a typo such as ``min_char:`` silently
-ignored would run an hour with the wrong settings.
+ignored would run an hour with the wrong settings. The steps, and so the step sections, come from
+:mod:`curation.steps.registry`.
 """
 
 from __future__ import annotations
@@ -11,25 +12,17 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-from curation.dedup import DedupConfig
+from curation import columns
 from curation.io import ReaderConfig, WriterConfig
-from curation.steps.html import HtmlConfig
-from curation.steps.language import LanguageConfig
-from curation.steps.normalize import NormalizeConfig
-from curation.steps.pii import PiiConfig
-from curation.steps.quality import QualityConfig
-from curation.steps.urls import UrlConfig
-from curation.steps.whitespace import WhitespaceConfig
-
-STEP_ORDER: tuple[str, ...] = ("normalize", "html", "urls", "whitespace", "quality", "language", "dedup", "pii")
-"""The order steps run in, whatever order they are listed in. Cheap filters run per read task so that
-dropped rows travel light, and PII redaction (the costliest step) runs last, on the rows that survive."""
+from curation.steps import registry
+from curation.steps.registry import Phase, StepSpec
 
 
 class ConfigError(ValueError):
@@ -37,15 +30,17 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class RunOptions:
+    """The run's own options; :data:`RunConfig` adds one section per registered step after them."""
+
     input: tuple[str, ...] = ()
     """Input files, directories, globs, or ``hf://DATASET`` names."""
     output: str = ""
     """Output directory: curated shards, report.json, report.md."""
     text_column: str = "text"
     """Column holding the document text; every other column passes through."""
-    steps: tuple[str, ...] = STEP_ORDER
-    """Steps to run (any subset of normalize, html, urls, whitespace, quality, language, dedup, pii)."""
+    steps: tuple[str, ...] = ()
+    """Steps to run: any subset of the registered ones (default: all), run in the registry's order."""
     ray_address: str | None = None
     """Ray cluster to attach to (``auto``, ``ray://host:10001``); None uses ``RAY_ADDRESS`` or starts a
     local Ray."""
@@ -63,25 +58,56 @@ class RunConfig:
     """Show Ray Data's progress bars."""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
-    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
-    html: HtmlConfig = field(default_factory=HtmlConfig)
-    urls: UrlConfig = field(default_factory=UrlConfig)
-    whitespace: WhitespaceConfig = field(default_factory=WhitespaceConfig)
-    quality: QualityConfig = field(default_factory=QualityConfig)
-    language: LanguageConfig = field(default_factory=LanguageConfig)
-    dedup: DedupConfig = field(default_factory=DedupConfig)
-    pii: PiiConfig = field(default_factory=PiiConfig)
+
+    step_specs: ClassVar[tuple[StepSpec, ...]] = ()
+    """Every step this config class knows, in run order (see :func:`run_config_class`)."""
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.steps if s not in STEP_ORDER]
+        names = [s.name for s in self.step_specs]
+        unknown = [s for s in self.steps if s not in names]
         if unknown:
-            raise ConfigError(f"steps: unknown step(s) {unknown}; valid steps are {','.join(STEP_ORDER)}")
+            raise ConfigError(f"steps: unknown step(s) {unknown}; valid steps are {','.join(names)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
 
     @property
     def ordered_steps(self) -> tuple[str, ...]:
-        return tuple(s for s in STEP_ORDER if s in self.steps)
+        """The names of the steps this run runs, in run order."""
+        return tuple(s.name for s in self.selected_steps())
+
+    def selected_steps(self, phase: Phase | None = None) -> tuple[StepSpec, ...]:
+        """The steps this run runs (those of one ``phase`` only if given), in run order."""
+        return tuple(s for s in self.step_specs if s.name in self.steps and (phase is None or s.phase == phase))
+
+    def step_config(self, name: str) -> Any:
+        """The options of step ``name`` (its YAML section)."""
+        return getattr(self, name)
+
+    @property
+    def reserved_columns(self) -> frozenset[str]:
+        """Column names an input may not bring to this run: the internal ones and those its steps add."""
+        return columns.reserved(registry.step_columns(self.selected_steps()))
+
+
+def run_config_class(steps: Sequence[StepSpec]) -> type[RunOptions]:
+    """The run config of a registry of steps: :class:`RunOptions`, then one section per step (its config
+    dataclass, under the step's name), in run order; ``steps`` defaults to all of them."""
+    registry.check(steps)
+    clash = sorted({s.name for s in steps} & {f.name for f in dataclasses.fields(RunOptions)})
+    if clash:
+        raise ValueError(f"step name(s) {clash} are taken by run options")
+    fields: list[tuple[str, Any, Any]] = [("steps", tuple[str, ...], field(default=tuple(s.name for s in steps)))]
+    fields += [(s.name, s.config, field(default_factory=s.config)) for s in steps]
+    cls = dataclasses.make_dataclass(
+        "RunConfig", fields, bases=(RunOptions,), frozen=True,
+        namespace={"step_specs": tuple(steps),
+                   "__doc__": "The run's options, then one section per step: its options, under its name."})
+    cls.__module__ = __name__  # pickles by reference (Ray ships configs to its workers)
+    return cls
+
+
+RunConfig = run_config_class(registry.STEPS)
+"""The run config: the run's options, then a section per step of :data:`curation.steps.registry.STEPS`."""
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:

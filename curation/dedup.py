@@ -29,6 +29,8 @@ from curation.steps.base import live_mask, mark_dropped, set_column
 
 _WS = re.compile(r"\s+")
 KEY_TYPE = pa.binary(16)
+REASON_DUPLICATE = "duplicate"
+"""Drop reason of every copy but the one with the smallest id."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def mark_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
             keeper = -1
             for i in range(len(keys)):
                 if i and keys[i] == keys[i - 1]:
-                    reasons[pos[i]] = "duplicate"
+                    reasons[pos[i]] = REASON_DUPLICATE
                     if dup_count[keeper] == 0:
                         groups += 1
                     dup_count[keeper] += 1
@@ -100,3 +102,17 @@ def mark_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
                     keeper = pos[i]
     table = mark_dropped(table, reasons)
     return set_column(table, columns.DUP_COUNT, pa.array(dup_count, type=pa.int32())), groups
+
+
+class DuplicateMarker:
+    """Batch step of the ``dedup`` step: mark the duplicates among one output shard's rows.
+
+    Runs per shard, after the shuffle, where every copy of a text has met; the keys it compares were added in
+    the read tasks by :func:`add_keys` (with ``cfg.key``), which the pipeline calls for every batch."""
+
+    def __init__(self, cfg: DedupConfig = DedupConfig(), text_column: str = "text") -> None:
+        self.cfg = cfg
+        self.text_column = text_column
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return mark_duplicates(batch)[0]

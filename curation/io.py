@@ -170,7 +170,7 @@ def rename_columns(names: Sequence[str], text_column: str, reserved: frozenset[s
                    id_column: str = columns.ID) -> dict[str, str]:
     """``{old: new}`` for the input columns that must not keep their name, deterministic for a set of names.
 
-    A column whose name is in ``reserved`` (``columns.reserved(steps)``: the internal columns and those the
+    A column whose name is in ``reserved`` (``RunConfig.reserved_columns``: the internal columns and those the
     run's steps add) or starts with ``columns.INTERNAL_PREFIX`` is renamed ``input_<name>``, or
     ``input_<name>_2``, ``_3``... when that is taken. So is ``id`` when ``id_column`` names another column. The
     text column, the id column and ``source`` keep their names: the input's own id is the row id, its source
@@ -227,7 +227,7 @@ def plan_reads(inputs: Sequence[str], text_column: str, cfg: ReaderConfig = Read
                reserved: frozenset[str] = frozenset()) -> ReadPlan:
     """Turn user inputs into read tasks, validating everything that can be validated without reading.
 
-    ``reserved`` are the column names the run needs for itself (``columns.reserved(steps)``); input columns
+    ``reserved`` are the column names the run needs for itself (``RunConfig.reserved_columns``); input columns
     of those names are renamed (see ``rename_columns``), and ``read_task`` must get the same set.
 
     Raises:
@@ -582,11 +582,11 @@ def shard_name(shard: int, cfg: WriterConfig) -> str:
     return f"part-{shard:05d}.{'parquet' if cfg.format == 'parquet' else 'jsonl'}"
 
 
-def output_table(table: pa.Table, text_column: str) -> pa.Table:
-    """The curated columns in a fixed order (id, text, source, the input's other columns by name, then the
-    columns steps add), internal columns removed. Blocks reach a shard in any order, and the union of their
-    schemas with them, so a fixed order is what makes the written bytes independent of the cluster."""
-    added = (columns.LANG, columns.LANG_SCORE, columns.PII_COUNTS)
+def output_table(table: pa.Table, text_column: str, added: Sequence[str] = ()) -> pa.Table:
+    """The curated columns in a fixed order (id, text, source, the input's other columns by name, then
+    ``added``, the columns steps add, in step order), internal columns removed. Blocks reach a shard in any
+    order, and the union of their schemas with them, so a fixed order is what makes the written bytes
+    independent of the cluster."""
     first = [c for c in (columns.ID, text_column, columns.SOURCE) if c in table.column_names]
     rest = sorted(c for c in table.column_names
                   if c not in first and c not in added and c not in columns.INTERNAL)

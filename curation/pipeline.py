@@ -1,12 +1,14 @@
-"""Builds and runs the Ray Data plan. The only module that knows the order of the steps.
+"""Builds and runs the Ray Data plan. Which steps run in which stage, and in what order, comes from the step
+registry (:mod:`curation.steps.registry`); this module runs them.
 
 Plan::
 
-    read tasks ─► stage 1, one Ray task per read task: read, clean, filter, hash (normalize, html, urls,
-    whitespace, quality, language, dedup keys); its rows land in ``.curation/work/tasks/`` sorted by output
-    shard, one Parquet row group per shard, plus a small JSON of its counts (the task's "done" mark)
-          ─► stage 2, one Ray task per output shard: its row group of every task's result, mark duplicates,
-    redact PII, sort by id, write ``data/part-NNNNN`` atomically, plus a JSON of the shard's counts
+    read tasks ─► stage 1, one Ray task per read task: read, then the ``clean`` steps batch by batch (normalize,
+    html, urls, whitespace, quality, language), then the dedup key and output shard of every row; its rows land
+    in ``.curation/work/tasks/`` sorted by output shard, one Parquet row group per shard, plus a small JSON of
+    its counts (the task's "done" mark)
+          ─► stage 2, one Ray task per output shard: its row group of every task's result, the ``shard`` steps
+    (dedup, PII), sort by id, write ``data/part-NNNNN`` atomically, plus a JSON of the shard's counts
           ─► report, conservation check, report files, then ``_SUCCESS`` (see :mod:`curation.layout`).
 
 Why through files and not a Ray shuffle: every finished read task and every finished shard is on disk, so a
@@ -39,7 +41,7 @@ import pyarrow.parquet as pq
 
 from curation import columns, layout, schema
 from curation.config import RunConfig, to_dict
-from curation.dedup import add_keys, mark_duplicates
+from curation.dedup import add_keys
 from curation.io import (
     ReadAccount,
     ReadTask,
@@ -60,19 +62,14 @@ from curation.report import (
     write_report,
 )
 from curation.steps.base import live_mask, mark_dropped
-from curation.steps.html import HtmlStripper
-from curation.steps.language import LanguageFilter
-from curation.steps.normalize import UnicodeNormalizer
-from curation.steps.pii import PiiRedactor
-from curation.steps.quality import QualityFilter
-from curation.steps.urls import UrlRemover
-from curation.steps.whitespace import WhitespaceNormalizer
+from curation.steps.registry import CLEAN, SHARD, BatchStep, StepSpec, step_columns
 
 log = logging.getLogger("curation")
 
-BEFORE_SHUFFLE = ("normalize", "html", "urls", "whitespace", "quality", "language")
-"""Steps that run per batch in stage 1; ``dedup`` and ``pii`` run per shard in stage 2."""
-
+PARTITION_STEP = "dedup"
+"""The step whose key partitions the rows between output shards: stage 1 hashes each live row's dedup key
+(:func:`curation.dedup.add_keys`), so every copy of a text meets its twins in one shard. Without that step,
+rows are spread by the hash of their id."""
 EMPTY_AFTER_CLEANING = "empty_after_cleaning"
 DATA_DIR = layout.DATA_DIR
 DROPPED_DIR = layout.DROPPED_DIR
@@ -84,19 +81,9 @@ RETRIES = 3
 """Ray retries a task whose worker died this many times; then the run stops (and ``--resume`` goes on)."""
 
 
-def make_step(name: str, cfg: RunConfig) -> Callable[[pa.Table], pa.Table]:
+def make_step(spec: StepSpec, cfg: RunConfig) -> BatchStep:
     """The batch callable of one step, configured from the run config."""
-    tc = cfg.text_column
-    factories: dict[str, Callable[[], Callable[[pa.Table], pa.Table]]] = {
-        "normalize": lambda: UnicodeNormalizer(cfg.normalize, tc),
-        "html": lambda: HtmlStripper(cfg.html, tc),
-        "urls": lambda: UrlRemover(cfg.urls, tc),
-        "whitespace": lambda: WhitespaceNormalizer(cfg.whitespace, tc),
-        "quality": lambda: QualityFilter(cfg.quality, tc),
-        "language": lambda: LanguageFilter(cfg.language, tc),
-        "pii": lambda: PiiRedactor(cfg.pii, tc),
-    }
-    return factories[name]()
+    return spec.make(cfg.step_config(spec.name), cfg.text_column)
 
 
 def _live_chars(batch: pa.Table, text_column: str) -> tuple[int, int]:
@@ -108,7 +95,7 @@ def _live_chars(batch: pa.Table, text_column: str) -> tuple[int, int]:
     return rows, int(chars)
 
 
-def run_step(name: str, step: Callable[[pa.Table], pa.Table], batch: pa.Table, text_column: str,
+def run_step(name: str, step: BatchStep, batch: pa.Table, text_column: str,
              stats: dict[str, StepStats]) -> pa.Table:
     """Run one step on a batch and add its rows/characters in and out and its time to ``stats``."""
     rows_in, chars_in = _live_chars(batch, text_column)
@@ -135,28 +122,29 @@ def _shrink_dropped(batch: pa.Table, text_column: str) -> pa.Table:
 
 
 class CleanStage:
-    """The per-batch steps, then dedup keys and shard numbers. Plain Python: unit tests call it without Ray."""
+    """The ``clean`` steps on one batch, then dedup keys and shard numbers. Plain Python: unit tests call it
+    without Ray."""
 
     def __init__(self, cfg: RunConfig, num_shards: int) -> None:
         self.cfg = cfg
         self.num_shards = num_shards
-        self.names = [s for s in cfg.ordered_steps if s in BEFORE_SHUFFLE]
-        self._steps: list[Callable[[pa.Table], pa.Table]] | None = None
+        self.specs = cfg.selected_steps(CLEAN)
+        self._steps: list[BatchStep] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_steps": None}  # steps (and their models) are rebuilt in each worker
 
     def __call__(self, batch: pa.Table, stats: dict[str, StepStats]) -> pa.Table:
         if self._steps is None:
-            self._steps = [make_step(n, self.cfg) for n in self.names]
+            self._steps = [make_step(spec, self.cfg) for spec in self.specs]
         tc = self.cfg.text_column
         rows_in, chars_in = _live_chars(batch, tc)
         stats.setdefault("read", StepStats()).add(StepStats(batch.num_rows, rows_in, 0, chars_in, 0.0))
-        for name, step in zip(self.names, self._steps):
-            batch = run_step(name, step, batch, tc, stats)
+        for spec, step in zip(self.specs, self._steps):
+            batch = run_step(spec.name, step, batch, tc, stats)
         batch = _mark_empty(batch, tc)
-        dedup_cfg = self.cfg.dedup if "dedup" in self.cfg.steps else None
-        batch = add_keys(batch, tc, self.num_shards, dedup_cfg)
+        partition = self.cfg.step_config(PARTITION_STEP) if PARTITION_STEP in self.cfg.ordered_steps else None
+        batch = add_keys(batch, tc, self.num_shards, partition)
         return _shrink_dropped(batch, tc)
 
 
@@ -245,16 +233,18 @@ class ReadCleanStage:
 
 
 class ShardStage:
-    """Ray adapter of stage 2: one output shard's rows from every read task; dedup, PII, sort, atomic write."""
+    """Ray adapter of stage 2: one output shard's rows from every read task; the ``shard`` steps (dedup, PII),
+    then dropped rows are set apart, the rest sorted by id and written atomically."""
 
     def __init__(self, cfg: RunConfig, work: str, out_schema: str) -> None:
         self.cfg = cfg
         self.work = Path(work)
         self.out_schema = out_schema
-        self._pii: Callable[[pa.Table], pa.Table] | None = None
+        self.specs = cfg.selected_steps(SHARD)
+        self._steps: list[BatchStep] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_pii": None}
+        return {**self.__dict__, "_steps": None}  # steps are rebuilt in each worker
 
     def __call__(self, items: pa.Table) -> Iterator[pa.Table]:
         for item in items.to_pylist():
@@ -279,35 +269,27 @@ class ShardStage:
             layout.write_json_atomic(_shard_file(self.work, shard), {"summary": empty_summary(shard), "files": []})
             return
         table = self.load(pieces)
+        if self._steps is None:
+            self._steps = [make_step(spec, self.cfg) for spec in self.specs]
         stats: dict[str, StepStats] = {}
-        groups = 0
-        if "dedup" in self.cfg.steps:
-            def dedup(t: pa.Table) -> pa.Table:
-                nonlocal groups
-                t, groups = mark_duplicates(t)
-                return t
-
-            table = run_step("dedup", dedup, table, tc, stats)
+        for spec, step in zip(self.specs, self._steps):
+            table = run_step(spec.name, step, table, tc, stats)  # steps skip the rows dropped before them
         dropped_mask = pc.is_valid(table.column(columns.DROP_REASON))
         dropped = table.filter(dropped_mask)
         kept = table.filter(pc.invert(dropped_mask))
-        if "pii" in self.cfg.steps:
-            if self._pii is None:
-                self._pii = make_step("pii", self.cfg)
-            kept = run_step("pii", self._pii, kept, tc, stats)
         kept = kept.sort_by([(columns.ID, "ascending")])
         out = Path(self.cfg.output)
         files = []
         if kept.num_rows:
             name = f"{DATA_DIR}/{shard_name(shard, self.cfg.writer)}"
-            write_table(output_table(kept, tc), out / name, self.cfg.writer)
+            write_table(output_table(kept, tc, step_columns(self.cfg.step_specs)), out / name, self.cfg.writer)
             files.append(name)
         if self.cfg.writer.write_dropped and dropped.num_rows:
             name = f"{DROPPED_DIR}/{shard_name(shard, self.cfg.writer)}"
             cols = dropped.select([columns.ID, columns.DROP_REASON]).rename_columns(["id", "drop_reason"])
             write_table(cols.sort_by([("id", "ascending")]), out / name, self.cfg.writer)
             files.append(name)
-        summary = shard_summary(shard, kept, dropped, stats, groups, tc)
+        summary = shard_summary(shard, kept, dropped, stats, tc, step_columns(self.cfg.selected_steps()))
         layout.write_json_atomic(_shard_file(self.work, shard), {"summary": summary, "files": files})
 
 
@@ -336,7 +318,8 @@ def _write_empty_shard(cfg: RunConfig, out: Path, out_schema: pa.Schema) -> str:
                       pa.field(columns.SOURCE, pa.string())])
     full, _ = schema.unify([base, out_schema])
     name = f"{DATA_DIR}/{shard_name(0, cfg.writer)}"
-    write_table(output_table(full.empty_table(), cfg.text_column), out / name, cfg.writer)
+    write_table(output_table(full.empty_table(), cfg.text_column, step_columns(cfg.step_specs)), out / name,
+                cfg.writer)
     return name
 
 
@@ -430,7 +413,7 @@ def run(cfg: RunConfig, on_ray_started: Callable[[], Any] | None = None) -> dict
     (nesting, foreign files, writability, a run in progress, ``--resume`` against the recorded plan).
     ``on_ray_started`` is called once Ray is up (the CLI installs its SIGTERM handler there)."""
     t_start = time.time()
-    plan = plan_reads(cfg.input, cfg.text_column, cfg.reader, columns.reserved(cfg.ordered_steps))
+    plan = plan_reads(cfg.input, cfg.text_column, cfg.reader, cfg.reserved_columns)
     tasks = plan.tasks
     input_bytes = sum(t.size for t in tasks)
     num_shards = shard_count(input_bytes, cfg.writer)
@@ -462,7 +445,7 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         on_ray_started()
     _configure_ray_data(cfg)
     t_ray = time.time()
-    reserved = columns.reserved(cfg.ordered_steps)
+    reserved = cfg.reserved_columns
     task_records, tasks_ran = _stage1(cfg, tasks, num_shards, work, reserved)
     check_reader_conservation(task_records)  # fails here, before any shard is written, if a reader lost rows
     out_schema, stringified = schema.unify(

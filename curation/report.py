@@ -52,9 +52,17 @@ def _value_counts(arr: pa.ChunkedArray | pa.Array) -> dict[str, int]:
     return out
 
 
+def _dup_groups(table: pa.Table) -> int:
+    """Duplicate groups among ``table``'s rows: the rows dedup kept that had copies."""
+    if columns.DUP_COUNT not in table.column_names or not table.num_rows:
+        return 0
+    return int(pc.sum(pc.greater(table.column(columns.DUP_COUNT), 0)).as_py() or 0)
+
+
 def shard_summary(shard: int, kept: pa.Table, dropped: pa.Table, stats: dict[str, StepStats],
-                  dup_groups: int, text_column: str) -> dict[str, Any]:
-    """Everything the report needs from one shard, small enough to send to the driver."""
+                  text_column: str, step_columns: Sequence[str]) -> dict[str, Any]:
+    """Everything the report needs from one shard, small enough to send to the driver. ``step_columns``: the
+    columns this run's steps added; an input column of the same name that no step wrote is not counted."""
     lengths = pc.utf8_length(kept.column(text_column)).to_numpy(zero_copy_only=False) if kept.num_rows else []
     hist = [0] * (len(LENGTH_BINS) - 1)
     for n in lengths:
@@ -63,20 +71,21 @@ def shard_summary(shard: int, kept: pa.Table, dropped: pa.Table, stats: dict[str
                 hist[i] += 1
                 break
     pii: Counter[str] = Counter()
-    if columns.PII_COUNTS in kept.column_names and kept.num_rows:
+    if columns.PII_COUNTS in step_columns and columns.PII_COUNTS in kept.column_names and kept.num_rows:
         col = kept.column(columns.PII_COUNTS).combine_chunks()
         for i, f in enumerate(col.type):
             pii[f.name] += int(pc.sum(col.field(i)).as_py() or 0)
-    langs = _value_counts(kept.column(columns.LANG)) if columns.LANG in kept.column_names else {}
+    lang = columns.LANG in step_columns
+    langs = _value_counts(kept.column(columns.LANG)) if lang and columns.LANG in kept.column_names else {}
     langs_all: Counter[str] = Counter(langs)
-    if columns.LANG in dropped.column_names:
+    if lang and columns.LANG in dropped.column_names:
         langs_all.update(_value_counts(dropped.column(columns.LANG)))
     return {
         "shard": shard,
         "rows_out": kept.num_rows,
         "chars_out": int(sum(int(n) for n in lengths)),
         "dropped": _value_counts(dropped.column(columns.DROP_REASON)) if dropped.num_rows else {},
-        "dup_groups": dup_groups,
+        "dup_groups": _dup_groups(kept) + _dup_groups(dropped),
         "languages_kept": langs,
         "languages_seen": dict(langs_all),
         "pii": dict(pii),

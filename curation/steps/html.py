@@ -197,12 +197,7 @@ def strip_html(text: str, cfg: HtmlConfig = HtmlConfig()) -> str:
 class HtmlStripper(TextStep):
     """Batch step: replace HTML in the text column of live rows by its visible text."""
 
-    name = "html"
     cfg: HtmlConfig
-
-    @classmethod
-    def default_config(cls) -> HtmlConfig:
-        return HtmlConfig()
 
     def transform(self, text: str) -> str:
         return strip_html(text, self.cfg)

@@ -109,12 +109,7 @@ def normalize_text(text: str, cfg: NormalizeConfig = NormalizeConfig()) -> str:
 class UnicodeNormalizer(TextStep):
     """Batch step: normalize the text column of live rows."""
 
-    name = "normalize"
     cfg: NormalizeConfig
-
-    @classmethod
-    def default_config(cls) -> NormalizeConfig:
-        return NormalizeConfig()
 
     def transform(self, text: str) -> str:
         return normalize_text(text, self.cfg)

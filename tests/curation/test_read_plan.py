@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import columns, layout
+from curation.config import RunConfig
 from curation.io import ReaderConfig, plan_reads, rename_columns
 from curation.paths import CURATION_MANIFEST, InputError, list_inputs
 from tests.curation.readers import read_all
@@ -62,10 +63,10 @@ def test_hf_source_and_own_columns(tmp_path):
     src = tmp_path / "hfdata"
     src.mkdir()
     (src / "train.jsonl").write_text('{"text": "from hf", "lang": "xx"}\n')
-    plan = plan_reads([f"hf://{src}"], "text", reserved=columns.reserved(["language"]))
+    plan = plan_reads([f"hf://{src}"], "text", reserved=RunConfig(steps=("language",)).reserved_columns)
     assert plan.tasks[0].source == f"hf://{src}" and plan.root == ""
     assert plan.renamed == {"lang": "input_lang"}
-    rows = read_all([f"hf://{src}"], reserved=columns.reserved(["language"]))
+    rows = read_all([f"hf://{src}"], reserved=RunConfig(steps=("language",)).reserved_columns)
     assert rows[0]["source"] == f"hf://{src}" and rows[0]["input_lang"] == "xx" and "lang" not in rows[0]
 
 
@@ -198,7 +199,7 @@ def test_user_columns_named_like_internal_ones_are_renamed_never_dropped(tmp_pat
     record = {"text": "hello", "_cur_x": 1, "_stats": 2, "drop_reason": "mine", "lang": "en",
               "input_lang": "taken", "lang_score": 0.5}
     _jsonl(tmp_path / "a.jsonl", [record])
-    reserved = columns.reserved(["language"])
+    reserved = RunConfig(steps=("language",)).reserved_columns
     with caplog.at_level(logging.WARNING, logger="curation"):
         plan = plan_reads([str(tmp_path)], "text", reserved=reserved)
     assert plan.renamed == {"_cur_x": "input__cur_x", "lang": "input_lang_2", "lang_score": "input_lang_score"}
@@ -216,7 +217,7 @@ def test_user_columns_named_like_internal_ones_are_renamed_never_dropped(tmp_pat
 def test_renames_in_csv_headers_parquet_schemas_and_other_id_columns(tmp_path):
     (tmp_path / "a.csv").write_text("text,lang,_cur_drop_reason\nhi,de,x\n")
     pq.write_table(pa.table({"text": ["p"], "pii_counts": [3]}), tmp_path / "b.parquet")
-    reserved = columns.reserved(["language", "pii"])
+    reserved = RunConfig(steps=("language", "pii")).reserved_columns
     plan = plan_reads([str(tmp_path)], "text", reserved=reserved)
     assert plan.renamed == {"lang": "input_lang", "_cur_drop_reason": "input__cur_drop_reason",
                             "pii_counts": "input_pii_counts"}
@@ -233,6 +234,6 @@ def test_renames_in_csv_headers_parquet_schemas_and_other_id_columns(tmp_path):
 def test_text_column_with_a_pipeline_name_is_an_input_error(tmp_path):
     _jsonl(tmp_path / "a.jsonl", [{"lang": "x"}])
     with pytest.raises(InputError, match=r"cannot be called 'lang'.*--text-column"):
-        plan_reads([str(tmp_path)], "lang", reserved=columns.reserved(["language"]))
+        plan_reads([str(tmp_path)], "lang", reserved=RunConfig(steps=("language",)).reserved_columns)
     with pytest.raises(InputError, match="cannot be called '_cur_text'"):
         plan_reads([str(tmp_path)], "_cur_text")
