@@ -10,13 +10,16 @@ run, restart and DDP rank memory-maps the result::
 The key hashes the input files (path, size, mtime; for ``data.hf_dataset`` the local ``data_files`` or dataset
 folder, and the name/config/revision), the tokenizer files and the block size: change any of them
 and a new cache is built; delete the folder to force a rebuild.
+
+The blocks are :class:`modeling.packing.PackedBlocks`' (documents tokenized without special tokens, eos after
+each, cut every ``block_size`` tokens), the packing ``modeling.evaluate`` scores too; the DataLoaders read them
+through ``modeling.token_blocks``.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -31,12 +34,14 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
 from curation.paths import InputError, names_a_local_path
 from modeling.corpus import iter_text_batches, resolve_text_files
-from modeling.module import IGNORE_INDEX
+from modeling.packing import PackedBlocks
+from modeling.token_blocks import ResumableSampler, TokenBlocks
+from modeling.tokenizer.load import load_tokenizer
 
 #: Bump when the cache layout changes, so old caches are rebuilt instead of misread.
 CACHE_VERSION = 1
@@ -64,56 +69,6 @@ class HFDatasetConfig:
     """Stream rows instead of downloading the whole dataset first (use with ``data.max_docs``)."""
     revision: str | None = None
     """Dataset revision (git tag/commit); part of the cache key."""
-
-
-class TokenBlocks(Dataset):
-    """Fixed-length token blocks from a memory-mapped cache; item ``i`` is one training example."""
-
-    def __init__(self, blocks: np.ndarray, indices: np.ndarray, last_block_len: int) -> None:
-        self.blocks = blocks
-        self.indices = indices
-        self.last_block = len(blocks) - 1
-        self.last_block_len = last_block_len
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        row = int(self.indices[i])
-        ids = torch.from_numpy(self.blocks[row].astype(np.int64))
-        labels = ids
-        if row == self.last_block and self.last_block_len < len(ids):
-            # Only the corpus' final block is padded, at its end. Its padding is not scored; it needs no attention
-            # mask either, since under causal attention no real token can see the padding after it (and
-            # leaving the mask out keeps every batch on the kernels' fast causal path).
-            labels = ids.clone()
-            labels[self.last_block_len:] = IGNORE_INDEX
-        return {"input_ids": ids, "labels": labels}
-
-
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way, so ``--ckpt_path last`` continues at the same batch.
-
-    Lightning leaves a DistributedSampler subclass in place (it does not wrap it), and calls ``set_epoch`` at
-    every epoch start; the shuffle order is a pure function of (seed, epoch), so skipping the first ``skip``
-    indices of the resumed epoch reproduces the uninterrupted run exactly.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
-        self._resume_epoch: int | None = None
-        self._resume_skip = 0
-
-    def resume_at(self, epoch: int, samples_done: int) -> None:
-        """Skip ``samples_done`` of this rank's samples the next time ``epoch`` is iterated."""
-        self._resume_epoch, self._resume_skip = epoch, samples_done
-
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        if self._resume_epoch == self.epoch and self._resume_skip:
-            indices = indices[self._resume_skip:]
-            self._resume_epoch, self._resume_skip = None, 0
-        return iter(indices)
 
 
 class TextDataModule(LightningDataModule):
@@ -161,7 +116,7 @@ class TextDataModule(LightningDataModule):
             raise DataConfigError(f"--data.cache_dir {cache_dir!r} is a file, not a folder: point it at a folder "
                                   "for the token caches (it is created if missing)")
         self.tokenizer_path = tokenizer
-        self.tokenizer = load_tokenizer(tokenizer)
+        self.tokenizer = load_tokenizer(tokenizer, "--data.tokenizer", error=DataConfigError)
         self.path = path
         self.hf_dataset = hf_dataset
         self.text_column = text_column
@@ -286,30 +241,25 @@ class TextDataModule(LightningDataModule):
         if (final / "meta.json").exists():
             return final
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        eos = self.tokenizer.eos_token_id
         dtype = np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
         tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.cache_dir))
         try:
-            docs = tokens = 0
+            packed = PackedBlocks(self._iter_texts(), self.tokenizer, self.block_size)
             digest = hashlib.sha256()  # of the token stream: the data's identity, recorded in every checkpoint
             with open(tmp / "tokens.bin", "wb") as out:
-                for texts in self._iter_texts():
-                    encoded = self.tokenizer(texts, add_special_tokens=False, return_attention_mask=False,
-                                             verbose=False)["input_ids"]
-                    for ids in encoded:
-                        ids.append(eos)  # eos separates documents inside a packed block
-                    flat = np.fromiter(itertools.chain.from_iterable(encoded), dtype=dtype)
+                for block in packed:  # written back to back, the blocks are the token stream
+                    flat = np.asarray(block, dtype=dtype)
                     flat.tofile(out)
                     digest.update(flat.tobytes())
-                    docs += len(encoded)
-                    tokens += len(flat)
+            docs, tokens = packed.docs, packed.tokens
             if docs == 0:
                 raise DataConfigError(f"no documents with text in column {self.text_column!r} of {self._describe()}: "
                                       f"check {'--data.path' if self.path is not None else '--data.hf_dataset'}, "
                                       "--data.text_column and --data.max_docs")
             stream = np.memmap(tmp / "tokens.bin", dtype=dtype, mode="r", shape=(tokens,))
             n_blocks = -(-tokens // self.block_size)
-            pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+            pad = self.tokenizer.pad_token_id
+            pad = pad if pad is not None else self.tokenizer.eos_token_id
             blocks = np.lib.format.open_memmap(tmp / "blocks.npy", mode="w+", dtype=dtype,
                                                shape=(n_blocks, self.block_size))
             blocks.reshape(-1)[:tokens] = stream
@@ -413,40 +363,6 @@ def _local_dataset_files(cfg: HFDatasetConfig) -> list[list[Any]]:
             where = base_dir / where
         found.update(Path(m).resolve() for m in glob.glob(str(where), recursive=True) if Path(m).is_file())
     return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(found)]
-
-
-def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
-    """Load a tokenizer directory with AutoTokenizer, failing with a fix-it message; it must have an eos token."""
-    fix = (f"Train one with `python -m modeling.tokenizer train --input SHARDS --output {path or 'DIR'}`, or point "
-           "--data.tokenizer at a directory written by save_pretrained (tokenizer.json + tokenizer_config.json).")
-    if not path.strip():
-        raise DataConfigError(f"--data.tokenizer is empty. {fix}")
-    local = Path(path).expanduser()
-    if local.is_file():
-        raise DataConfigError(f"--data.tokenizer {path!r} is a file: give the directory that holds the tokenizer "
-                              f"({str(local.parent)!r} if this is its tokenizer.json)")
-    if local.is_dir() and not any((local / f).is_file() for f in _TOKENIZER_FILES):
-        raise DataConfigError(f"--data.tokenizer {path!r} holds no tokenizer (none of {list(_TOKENIZER_FILES)}; it "
-                              f"holds {sorted(x.name for x in local.iterdir())[:10]}). {fix}")
-    if not local.exists() and names_a_local_path(path):
-        raise DataConfigError(f"--data.tokenizer {path!r}: no such directory. {fix}")
-    try:
-        # Not a local folder: a hub name ("gpt2"); offline and not cached, that fails fast and lands below.
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.exists() else path)
-    except (OSError, ValueError) as err:
-        where = ("that directory does not hold a loadable tokenizer" if local.exists() else
-                 "no such directory, nor a tokenizer on the hub reachable from here")
-        raise DataConfigError(f"--data.tokenizer: cannot load a tokenizer from {path!r} ({where}: {err}). {fix}") from err
-    if tokenizer.eos_token_id is None:
-        raise DataConfigError(
-            f"--data.tokenizer {path!r} has no eos token, which separates packed documents. Retrain it with an eos "
-            "special token, or add one: tokenizer.add_special_tokens({'eos_token': '</s>'}) and save_pretrained."
-        )
-    return tokenizer
-
-
-#: Files of which a tokenizer directory holds at least one (fast, or slow tokenizers' vocabularies).
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
 
 
 def _check_numbers(block_size: int, batch_size: int, val_fraction: float, max_docs: int | None, num_workers: int,

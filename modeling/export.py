@@ -32,19 +32,28 @@ What an export directory holds besides ``save_pretrained``'s files, and why:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from modeling.data import HFDatasetConfig
-from modeling.module import CausalLMModule, LoraConfig, QuantizationConfig, ScratchModelConfig
+from modeling.model_config import LoraConfig, QuantizationConfig, ScratchModelConfig
+from modeling.module import CausalLMModule
+from modeling.tokenizer.load import load_tokenizer
 
 #: Classes our checkpoints' hyperparameters hold besides tensors and builtins; allowed in weights-only loading.
-CHECKPOINT_CLASSES = [ScratchModelConfig, LoraConfig, QuantizationConfig, HFDatasetConfig]
+#: The model configs lived in ``modeling.module`` before ``modeling.model_config``: checkpoints written then
+#: name them there, so that name is allowed too.
+CHECKPOINT_CLASSES: list[Any] = [
+    ScratchModelConfig, LoraConfig, QuantizationConfig, HFDatasetConfig,
+    *((cls, f"modeling.module.{cls.__name__}") for cls in (ScratchModelConfig, LoraConfig, QuantizationConfig)),
+]
 
 
 #: Written beside an export's weights: how they were trained (``{"block_size": 512}``).
@@ -135,7 +144,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype 
         raise ModelLoadError(f"{adapter_dir} holds no adapter_config.json: not a PEFT adapter directory")
     model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=dtype or torch.float32)
     merged = model.merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    tokenizer = load_tokenizer(adapter_dir, named="the adapter's tokenizer", error=ModelLoadError, require_eos=False)
     apply_special_tokens(merged, tokenizer)
     out = Path(out_dir)
     merged.save_pretrained(out)
@@ -214,19 +223,20 @@ def load_causal_lm(path: str | Path, tokenizer: str | None = None, device: str |
 def _load_causal_lm(p: Path, tokenizer: str | None,
                     dtype: torch.dtype | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     if p.is_file() and p.suffix == ".ckpt":
-        with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
+        with checkpoint_classes():
             module = CausalLMModule.load_from_checkpoint(p, map_location="cpu", weights_only=True)
         model = module.model
-        tok_path = tokenizer or _tokenizer_of_checkpoint(p)
+        tok_path, named = tokenizer or _tokenizer_of_checkpoint(p), "the checkpoint's data.tokenizer"
     elif (p / "adapter_config.json").exists():
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(p, dtype=dtype or torch.float32)
         tok_path = tokenizer or _first_with_tokenizer(p, json.loads((p / "adapter_config.json").read_text())
                                                       .get("base_model_name_or_path"))
+        named = "the adapter's tokenizer"
     elif (p / "config.json").exists():
         model = AutoModelForCausalLM.from_pretrained(p, dtype=dtype or torch.float32)
-        tok_path = tokenizer or str(p)
+        tok_path, named = tokenizer or str(p), "the model's tokenizer"
     else:
         seen = sorted(x.name for x in p.iterdir())[:20] if p.is_dir() else []
         raise ModelLoadError(
@@ -234,12 +244,23 @@ def _load_causal_lm(p: Path, tokenizer: str | None,
             f"(config.json) or a PEFT adapter directory (adapter_config.json)"
             + (f"; it holds {seen}" if p.is_dir() else "; no such file" if not p.exists() else "")
         )
-    return model, AutoTokenizer.from_pretrained(tok_path)
+    # the same loader as training's, without the eos requirement: generation needs none (evaluation checks it)
+    return model, load_tokenizer(tok_path, named=None if tokenizer else named, error=ModelLoadError,
+                                 require_eos=False)
+
+
+@contextmanager
+def checkpoint_classes() -> Iterator[None]:
+    """Inside, weights-only ``torch.load`` accepts the classes our checkpoints hold (:data:`CHECKPOINT_CLASSES`)."""
+    with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
+        yield
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict[str, Any]:
-    """``torch.load`` of one of our checkpoints in weights-only mode (no arbitrary code from the pickle)."""
-    with torch.serialization.safe_globals(CHECKPOINT_CLASSES):
+    """``torch.load`` of one of our checkpoints in weights-only mode (no arbitrary code from the pickle): the one
+    checkpoint reader (training's checks, ``modeling.runs``, evaluation's block size, the HF export).
+    ``mmap=True`` reads only what is used, e.g. the hyperparameters without the weights."""
+    with checkpoint_classes():
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 

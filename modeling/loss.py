@@ -1,6 +1,12 @@
-"""Cross-entropy of a linear output head without its full logits: the head and the loss, one chunk of tokens at a time.
+"""The next-token loss: what is scored and how, for training (``modeling.module``) and evaluation alike.
 
-The standard path computes ``logits = lm_head(hidden)`` for every token, a (tokens, vocab) tensor, then the loss.
+Every token predicts the next one: :func:`next_token_targets` shifts the labels (not the logits) one to the left,
+and :func:`token_cross_entropy` is the mean cross-entropy over the labelled targets in fp32; perplexity
+(:class:`TokenPerplexity`) is exp of that mean, weighted by tokens. ``val_ppl`` during training and
+``modeling.evaluate``'s perplexity are the same number on the same blocks because both are computed here.
+
+Cross-entropy of a linear output head without its full logits (``model.fused_cross_entropy``): the head and the
+loss, one chunk of tokens at a time. The standard path computes ``logits = lm_head(hidden)`` for every token, a (tokens, vocab) tensor, then the loss.
 With a 50k vocabulary and 16 x 1024 tokens a step, those logits in fp32, the log-softmax that cross-entropy keeps
 for backward and the logits' gradient take several GB and a large share of a GPU step. :func:`linear_cross_entropy`
 gives the same mean loss one chunk of tokens at a time, and when gradients are needed it computes them in the
@@ -18,9 +24,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+from torchmetrics import MeanMetric
 
-#: Label value the loss skips (padding, masked prompts); the same as ``modeling.module.IGNORE_INDEX``.
+#: Label value the loss skips (padding, masked prompts, the position after the last token).
 IGNORE_INDEX = -100
 
 #: Logits per chunk (2**24: 64 MB in fp32): about the size of the hidden states themselves at GPT-2/Llama shapes
@@ -29,6 +37,26 @@ CHUNK_ELEMENTS = 2**24
 
 #: (weight, bias, extra): ``head(h) == h @ weight.T + bias + sum(x @ w.T for x, w in extra)``.
 HeadOperands = tuple[Tensor, Tensor | None, list[tuple[Tensor, Tensor]]]
+
+
+def next_token_targets(labels: Tensor) -> Tensor:
+    """(batch, time) labels -> the target of each position: the next label, IGNORE_INDEX after the last one.
+    Shifting the labels rather than the logits avoids copying a (batch, time - 1, vocab) view when flattening."""
+    return F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+    """Cross-entropy of (tokens, vocab) logits against targets, skipping IGNORE_INDEX, computed in fp32.
+    ``--model.compile`` compiles this function."""
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction=reduction)
+
+
+class TokenPerplexity(MeanMetric):
+    """exp of the token-weighted mean loss. Averaging losses (not perplexities) keeps it exact across batches
+    of different sizes and across DDP ranks."""
+
+    def compute(self) -> Tensor:
+        return torch.exp(super().compute())
 
 
 def default_chunk_size(n_tokens: int, vocab: int) -> int:

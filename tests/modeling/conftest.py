@@ -115,6 +115,6 @@ def forms(tmp_path_factory: pytest.TempPathFactory, tokenizer_dir: Path, shards_
 @pytest.fixture(scope="session")
 def hf_model(gpt2_dir: Path):
     """The tiny GPT-2 loaded for inference through the commands' shared loader."""
-    from modeling.generate import load_model
+    from modeling.inference import load_model
 
     return load_model(gpt2_dir, device="cpu", dtype="float32")

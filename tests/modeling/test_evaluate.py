@@ -12,16 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from modeling.evaluate import (
-    EvaluateConfig,
-    EvaluateError,
-    TaskMetrics,
-    evaluate,
-    iter_blocks,
-    language_model_metrics,
-    main,
-)
-from modeling.generate import DecodingSetting, GenerateError, generate_batch, load_model, resolve_device
+from modeling.evaluate import EvaluateConfig, EvaluateError, evaluate, main
+from modeling.evaluation.perplexity import language_model_metrics
+from modeling.evaluation.tasks import TaskMetrics
+from modeling.inference import DecodingSetting, GenerateError, generate_batch, load_model, resolve_device
+from modeling.packing import PackedBlocks
 from tests.modeling.conftest import make_docs, write_shards
 
 
@@ -31,12 +26,12 @@ def small_shards(tmp_path_factory) -> Path:
 
 
 def hf_loss_perplexity(model, tok, docs: list[str], block_size: int) -> tuple[float, float, int]:
-    """Independently: pack as training does, ask the HF model for its own loss per block, weight by the number
-    of predicted tokens. Returns (perplexity, next-token accuracy, predicted tokens)."""
-    stream = [t for d in docs for t in tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    """Independently of evaluation's loop and loss: the blocks of the one packer (``test_packing`` checks it against
+    hand-packed blocks), the HF model's own loss per block, weighted by the number of predicted tokens.
+    Returns (perplexity, next-token accuracy, predicted tokens)."""
     total_nll, total, correct = 0.0, 0, 0
-    for start in range(0, len(stream), block_size):
-        block = torch.tensor(stream[start : start + block_size])[None]
+    for packed in PackedBlocks([docs], tok, block_size):
+        block = torch.tensor(packed)[None]
         if block.shape[1] < 2:
             continue
         with torch.no_grad():
@@ -76,19 +71,6 @@ def test_perplexity_over_many_blocks_matches_the_hf_loss(hf_model, small_shards,
     assert got["tokens"] == tokens  # the short, padded last block is scored on its real tokens only
     assert got["perplexity"] == pytest.approx(ppl, rel=1e-5)
     assert got["next_token_accuracy"] == pytest.approx(acc, abs=1e-6)
-
-
-def test_blocks_pack_documents_like_training():
-    class Tok:
-        eos_token_id = 0
-
-        def __call__(self, texts, **kwargs):
-            return {"input_ids": [[int(w) for w in t.split()] for t in texts]}
-
-    batches = [["1 2 3", "4"], ["5 6 7 8 9"]]
-    # documents end with eos (0); blocks run across documents and batches; the last one is short
-    assert list(iter_blocks(batches, Tok(), 4)) == [[1, 2, 3, 0], [4, 0, 5, 6], [7, 8, 9, 0]]
-    assert list(iter_blocks(batches, Tok(), 5)) == [[1, 2, 3, 0, 4], [0, 5, 6, 7, 8], [9, 0]]
 
 
 @pytest.mark.parametrize("form", ["ckpt", "hf", "adapter"])
@@ -243,7 +225,7 @@ def test_task_metrics_compare_the_models_generations(hf_model, gpt2_dir, tmp_pat
 
 
 def test_first_line_scores_only_the_first_line():
-    from modeling.evaluate import clean_answer
+    from modeling.evaluation.tasks import clean_answer
 
     assert clean_answer("  Paris\nThe capital of France is Paris.", first_line=True) == "Paris"
     assert clean_answer("  Paris\nmore  ", first_line=False) == "Paris\nmore"
@@ -334,3 +316,28 @@ def test_a_plain_text_file_is_one_document(hf_model, gpt2_dir, tmp_path):
     assert result["metrics"]["perplexity"] == pytest.approx(
         hf_loss_perplexity(model, tok, [doc], 64)[0], rel=1e-5
     )
+
+
+def test_a_tokenizer_without_eos_is_refused_naming_the_flag(gpt2_dir, tokenizer_dir, small_shards, tmp_path):
+    from tests.modeling.test_tokenizer import no_eos_tokenizer
+
+    no_eos = no_eos_tokenizer(tokenizer_dir, tmp_path / "no-eos")
+    with pytest.raises(EvaluateError, match=r"the tokenizer '.*no-eos' has no eos token.*then pass it with --tokenizer"):
+        evaluate(EvaluateConfig(model=str(gpt2_dir), data=(str(small_shards),), tokenizer=str(no_eos),
+                                block_size=16, device="cpu", output=str(tmp_path / "m.json")))
+
+
+@pytest.mark.parametrize(("command", "other"), [("evaluate", "generate"), ("generate", "evaluat")])
+def test_evaluate_and_generate_share_a_library_not_each_others_command(command, other):
+    """Both import ``modeling.inference``; neither imports the other's command (or its library)."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    code = (f"import sys, modeling.{command}; assert 'modeling.inference' in sys.modules; "
+            f"print(sorted(m for m in sys.modules if m.startswith('modeling.{other}')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(repo)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

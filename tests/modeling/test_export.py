@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modeling.evaluate import EvaluateConfig, choose_block_size, evaluate
+from modeling.evaluate import EvaluateConfig, evaluate
+from modeling.evaluation.perplexity import choose_block_size
 from modeling.export import (
     TRAINING_FILE,
     HFExportCallback,
     ModelLoadError,
     export_hf,
+    load_checkpoint,
     make_portable,
     merge_lora,
     trained_block_size,
@@ -123,6 +126,39 @@ def test_a_broken_training_record_is_a_clear_error(tmp_path):
         trained_block_size(tmp_path)
     (tmp_path / TRAINING_FILE).write_text('{"block_size": "32"}')
     assert trained_block_size(tmp_path) is None
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+class RunsCode:
+    """Unpickling this calls a function: what a weights-only reader must refuse."""
+
+    def __reduce__(self):
+        return (os.getpid, ())
+
+
+def test_checkpoints_that_name_the_model_configs_old_module_still_load(tmp_path, monkeypatch):
+    """The model configs moved from modeling.module to modeling.model_config; checkpoints written before that
+    pickled them under the old name, which the one checkpoint reader (weights-only) still accepts."""
+    import zipfile
+
+    scratch, lora = ScratchModelConfig(hidden_size=32), LoraConfig(r=4)
+    with monkeypatch.context() as patch:
+        for cls in (ScratchModelConfig, LoraConfig):
+            patch.setattr(cls, "__module__", "modeling.module")  # pickled as before the move
+        torch.save({"hyper_parameters": {"scratch": scratch, "lora": lora}}, tmp_path / "old.ckpt")
+    with zipfile.ZipFile(tmp_path / "old.ckpt") as z:
+        pickled = z.read(next(n for n in z.namelist() if n.endswith("data.pkl")))
+    assert b"modeling.module\nScratchModelConfig" in pickled
+    assert load_checkpoint(tmp_path / "old.ckpt")["hyper_parameters"] == {"scratch": scratch, "lora": lora}
+
+
+def test_evaluation_reads_the_checkpoints_block_size_weights_only(tmp_path, hf_model):
+    model, tok = hf_model
+    torch.save({"datamodule_hyper_parameters": {"block_size": 24}}, tmp_path / "ok.ckpt")
+    assert choose_block_size(None, model, tok, str(tmp_path / "ok.ckpt")) == (24, "the checkpoint's data.block_size")
+    torch.save({"datamodule_hyper_parameters": {"block_size": 24, "x": RunsCode()}}, tmp_path / "code.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match="getpid"):
+        choose_block_size(None, model, tok, str(tmp_path / "code.ckpt"))
 
 
 # ------------------------------------------------------------------------------------------- portable files

@@ -11,18 +11,9 @@ import pytest
 import torch
 
 from modeling.export import ModelLoadError
-from modeling.generate import (
-    DEFAULT_PROMPTS,
-    DecodingSetting,
-    GenerateError,
-    Sample,
-    generate_batch,
-    load_model,
-    main,
-    read_prompts,
-    render_report,
-    run_generation,
-)
+from modeling.generate import main, run_generation
+from modeling.inference import DecodingSetting, GenerateError, Sample, generate_batch, load_model
+from modeling.samples import DEFAULT_PROMPTS, read_prompts, render_report
 
 PROMPTS = ["the patient was given", "the contract says the party", "payment is due within thirty days of the"]
 
@@ -202,6 +193,22 @@ def test_unknown_model_path_is_a_clear_error(tmp_path, prompts_file, capsys):
         load_model(not_a_model, device="cpu")
 
 
+def test_a_moved_tokenizer_is_named_with_the_flag_to_pass(forms, tokenizer_dir, prompts_file, tmp_path, capsys):
+    """A checkpoint records its run's data.tokenizer; when that has moved, the one tokenizer loader says so and
+    names --tokenizer, and --tokenizer then opens the checkpoint."""
+    from modeling.export import load_checkpoint
+
+    state = load_checkpoint(forms["ckpt"])
+    state["datamodule_hyper_parameters"]["tokenizer"] = str(tmp_path / "moved-away")
+    moved = tmp_path / "moved.ckpt"
+    torch.save(state, moved)
+    assert main(["--model", str(moved), "--prompts", str(prompts_file), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"the checkpoint's data\.tokenizer '.*moved-away': no such directory.*point --tokenizer at", err)
+    _, tok = load_model(moved, device="cpu", tokenizer=str(tokenizer_dir))
+    assert tok.padding_side == "left" and tok.eos_token_id is not None
+
+
 def test_prompt_longer_than_the_model_is_refused(hf_model):
     model, tok = hf_model
     long_prompt = " ".join(["the patient"] * 40)  # > 64 positions with the new tokens
@@ -227,7 +234,7 @@ def test_continuation_keeps_the_space_a_sentencepiece_decoder_strips():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from modeling.generate import continuation_text
+    from modeling.inference import continuation_text
 
     backend = Tokenizer(
         models.WordLevel({"▁the": 0, "▁party": 1, "▁shall": 2, "<unk>": 3}, unk_token="<unk>")

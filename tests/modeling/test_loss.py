@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import modeling.loss
+from modeling.fused_loss import check_fused_supported
 from modeling.loss import default_chunk_size, linear_cross_entropy
 from modeling.module import IGNORE_INDEX, CausalLMModule, LoraConfig, ModelConfigError, ScratchModelConfig
 
@@ -328,7 +329,7 @@ def test_models_that_transform_their_logits_are_refused(monkeypatch):
     module.configure_model()
     module.model.config.final_logit_softcapping = 30.0  # as Gemma 2 sets it
     with pytest.raises(ModelConfigError, match=r"transforms its logits \(final_logit_softcapping=30.0\).*off"):
-        module._check_fused_supported(module.model)
+        check_fused_supported(module.model, "chunked")
 
     # a model we know nothing about whose forward rescales the logits: caught by the first step's check
     module = fresh("chunked", scratch=scratch, vocab_size=50)

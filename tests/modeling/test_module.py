@@ -21,8 +21,17 @@ from modeling.module import (
     ScratchModelConfig,
     WarmupCosineLR,
 )
+from modeling.optim import describe_optimization
 
 TINY = ScratchModelConfig(arch="gpt2", max_position_embeddings=32, hidden_size=16, num_layers=1, num_heads=2)
+
+
+def test_the_schedule_keeps_its_old_import_path():
+    """Configs name ``modeling.optim.WarmupCosineLR``; older ones (and saved run configs) ``modeling.module``'s."""
+    import modeling.module
+    import modeling.optim
+
+    assert modeling.module.WarmupCosineLR is modeling.optim.WarmupCosineLR is WarmupCosineLR
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -186,20 +195,20 @@ def test_adamw_clips_true_gradients_under_every_precision(precision, fused):
         return optimizers[0]
 
     module = CausalLMModule(scratch=TINY, vocab_size=50, optimizer=make)
-    fit_tiny(module, gradient_clip_val=1e-3, precision=precision)
+    trainer = fit_tiny(module, gradient_clip_val=1e-3, precision=precision)
     norms = [norm for norm, _ in optimizers[0].seen if math.isfinite(norm)]
     assert len(optimizers[0].seen) == 3 and norms, optimizers[0].seen
     assert max(norms) <= 1e-3 * 1.01, norms
     if fused and precision == "16-mixed":  # unscaled by us: the scaler must not hand the fused step its scale
         assert all(scale is None for _, scale in optimizers[0].seen)
-    line = module._describe_optimization(optimizers[0])
+    line = describe_optimization(optimizers[0], trainer)
     assert f"fused={fused}" in line and precision in line and "clipped to norm 0.001" in line
 
 
 def test_clipping_off_and_the_log_line_says_so():
     module = CausalLMModule(scratch=TINY, vocab_size=50)  # the default optimizer: fused AdamW
     trainer = fit_tiny(module, steps=1, precision="16-mixed")
-    line = module._describe_optimization(trainer.optimizers[0])
+    line = describe_optimization(trainer.optimizers[0], trainer)
     assert line.startswith("optimizer: AdamW fused=True, precision 16-mixed") and "no gradient clipping" in line
 
 

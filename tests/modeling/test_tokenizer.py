@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -468,3 +469,50 @@ def test_cli_error_exit_code_and_message(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["inspect", "--tokenizer", str(tmp_path / "nothing-here")]) == 2
     assert "neither a tokenizer directory" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ---- the one tokenizer loader every stage uses --------------------------------------------------------------
+
+def no_eos_tokenizer(tokenizer_dir: Path, out: Path) -> Path:
+    """The test tokenizer saved without an eos token (unk and pad only)."""
+    PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_dir / "tokenizer.json"), unk_token="<unk>",
+                            pad_token="<pad>").save_pretrained(out)
+    return out
+
+
+def test_one_loader_the_same_rules_under_each_commands_flag(tokenizer_dir: Path, tmp_path: Path) -> None:
+    from modeling.data import DataConfigError
+    from modeling.export import ModelLoadError
+    from modeling.tokenizer.load import load_tokenizer
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("x")
+    no_eos = no_eos_tokenizer(tokenizer_dir, tmp_path / "no-eos")
+    # training says --data.tokenizer (and raises its own DataConfigError), evaluate/generate say --tokenizer
+    for flag, error in (("--data.tokenizer", DataConfigError), ("--tokenizer", ModelLoadError)):
+        name = re.escape(flag)
+        with pytest.raises(error, match=rf"^{name} '.*missing': no such directory\. Train one .*point {name} at"):
+            load_tokenizer(tmp_path / "missing", flag, error=error)
+        with pytest.raises(error, match=rf"^{name} '.*notes' holds no tokenizer .*'notes\.txt'"):
+            load_tokenizer(tmp_path / "notes", flag, error=error)
+        with pytest.raises(error, match=rf"^{name} '.*tokenizer\.json' is a file: give the directory"):
+            load_tokenizer(tokenizer_dir / "tokenizer.json", flag, error=error)
+        with pytest.raises(error, match=rf"^{name} '.*no-eos' has no eos token, which separates packed documents"):
+            load_tokenizer(no_eos, flag, error=error)
+        assert load_tokenizer(no_eos, flag, error=error, require_eos=False).eos_token_id is None
+    # a path that came from elsewhere (a checkpoint) is named as such; the fix still names the flag to pass
+    with pytest.raises(InputError, match=r"^the checkpoint's data\.tokenizer '.*missing': no such .*point --tokenizer"):
+        load_tokenizer(tmp_path / "missing", named="the checkpoint's data.tokenizer")
+    # inspect's options: a bare tokenizer.json too, local paths only (no minute of hub retries for a typo)
+    bare = load_tokenizer(tokenizer_dir / "tokenizer.json", require_eos=False, hub=False, json_file=True)
+    assert bare.get_vocab() == load_tokenizer(tokenizer_dir).get_vocab()
+    with pytest.raises(InputError, match=r"'typo' is neither a tokenizer directory nor a tokenizer\.json file"):
+        load_tokenizer("typo", require_eos=False, hub=False, json_file=True)
+
+
+def test_training_refuses_a_tokenizer_without_eos_naming_its_flag(tokenizer_dir: Path, tmp_path: Path) -> None:
+    from modeling.data import DataConfigError, TextDataModule
+
+    no_eos = no_eos_tokenizer(tokenizer_dir, tmp_path / "no-eos")
+    with pytest.raises(DataConfigError, match=r"--data\.tokenizer '.*no-eos' has no eos token.*add_special_tokens"):
+        TextDataModule(tokenizer=str(no_eos), path=str(tmp_path), cache_dir=str(tmp_path / "cache"))

@@ -1,0 +1,62 @@
+"""What one ``python -m modeling.evaluate`` run is asked for, and the error it reports when that cannot work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Metrics computed from the model's next-token predictions on documents.
+LM_METRICS = ("perplexity", "next_token_accuracy")
+#: Metrics comparing generated continuations of prompts with references.
+TASK_METRICS = ("accuracy", "f1", "bleu", "rouge")
+
+
+class EvaluateError(ValueError):
+    """Evaluation cannot run with the given data or options. The message names the flag or file to fix."""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Everything one ``python -m modeling.evaluate`` run needs; the flags map one to one."""
+
+    model: str
+    """A Lightning ``.ckpt``, a Hugging Face model directory or a PEFT adapter directory."""
+    data: tuple[str, ...]
+    """Held-out files, directories or globs (parquet, jsonl[.gz]; txt for documents only)."""
+    metrics: tuple[str, ...] | None = None
+    """Subset of LM_METRICS + TASK_METRICS; None computes all that the data's columns allow."""
+    text_column: str = "text"
+    """Column holding the documents for perplexity and next-token accuracy."""
+    prompt_column: str = "prompt"
+    """Column holding the prompts the model continues for the task metrics."""
+    references_column: str = "reference"
+    """Column holding the reference answer: a string, or a list of acceptable strings."""
+    block_size: int | None = None
+    """Tokens per perplexity block. None: the training run's ``data.block_size`` as the checkpoint or the
+    export's ``training.json`` records it, else the tokenizer's ``model_max_length`` (exports before
+    ``training.json`` kept the block size there; other models keep their context there), else the model's
+    positions (at most 1024)."""
+    batch_size: int = 8
+    """Blocks (perplexity) or prompts (task metrics) per forward / generate call."""
+    max_docs: int | None = None
+    """Read at most this many documents and this many prompt rows (a quick estimate)."""
+    max_new_tokens: int = 32
+    """Longest generated answer for the task metrics."""
+    decoding: str = "greedy"
+    """Decoding setting for the task metrics, as in ``modeling.generate --settings`` (e.g. ``t0.7_p0.9``)."""
+    seed: int = 0
+    """Seed of the sampling when ``decoding`` samples."""
+    first_line: bool = False
+    """Score only the first line of each generation (one-line answers; the model may ramble on after)."""
+    output: str = "metrics.json"
+    """Where the metrics JSON is written."""
+    predictions: str | None = None
+    """Also write each prompt, its references and the model's answer to this JSONL, for error analysis."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (the GPU when there is one)."""
+    dtype: str = "auto"
+    """Weights dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (float32 on CPU, bf16 on a GPU)."""
+    tokenizer: str | None = None
+    """Tokenizer directory overriding the one saved with the model (or recorded in the checkpoint)."""
+    log_every: int = 20
+    """Log progress every this many batches."""
+

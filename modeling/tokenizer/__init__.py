@@ -1,0 +1,54 @@
+"""Train domain tokenizers on curated shards and inspect how they split text.
+
+A domain tokenizer keeps the domain's terms whole ("myocardial infarction" in a clinical corpus) where a
+general one shreds them into many pieces, which costs context length and makes the terms harder to learn.
+
+Usage:
+    python -m modeling.tokenizer train --input data/curated --output out/tokenizer-unigram-32k \\
+        --config configs/tokenizer/unigram-32k.yaml
+    python -m modeling.tokenizer train --input 'data/curated/*.parquet' --output out/tokenizer-bpe \\
+        --model bpe --vocab-size 32000 --max-docs 1000000
+    python -m modeling.tokenizer inspect --tokenizer out/tokenizer-unigram-32k --text "myocardial infarction"
+    python -m modeling.tokenizer inspect --tokenizer out/tok-clinical --tokenizer out/tok-general \\
+        --eval data/heldout --text "myocardial infarction"
+
+The output directory loads with ``AutoTokenizer.from_pretrained(dir)`` (special tokens set) and its
+``tokenizer.json`` with ``PreTrainedTokenizerFast(tokenizer_file=...)``; ``train_stats.json`` next to it
+records the vocabulary reached, the corpus seen, the time taken and the compression on held-out documents.
+
+Round trip: the pre-tokenizer/decoder pairs are chosen so that ``decode(encode(text)) == text`` for
+normalized text, spaces, tabs and newlines included (the seed's ``pre_tokenizers.Whitespace()`` dropped them):
+
+- ``unigram`` (SentencePiece style) and ``wordpiece``: spaces become "▁" (Metaspace) and are kept inside the
+  pieces; the decoder turns them back. With the default prefix space ("▁" added at the start of a text so
+  its first word splits like any other), a text that itself starts with a space loses that one space, as
+  in SentencePiece; ``--no-add-prefix-space`` round-trips even that. Text after a special token gets no
+  prefix, so "<|user|>Hello" decodes as it was.
+- ``bpe`` (GPT-2 style byte-level): every byte has a token, so any text round-trips and nothing is unknown.
+
+The package, one concern a module: ``config`` (what to train), ``pipeline`` (the tokenizers pipeline and the
+directory transformers loads), ``training`` (streaming the corpus, held-out split, statistics), ``report`` (the
+compression figures and ``inspect``), ``load`` (the one tokenizer loader every stage uses), ``cli``.
+"""
+
+from modeling.tokenizer.cli import build_parser, config_from_args, main
+from modeling.tokenizer.config import (
+    CONTINUATION_PREFIX,
+    SPACE_MARK,
+    STATS_FILE,
+    ModelType,
+    NormalizerType,
+    TokenizerTrainConfig,
+    TokenizerTrainError,
+)
+from modeling.tokenizer.load import check_eos, load_tokenizer
+from modeling.tokenizer.pipeline import add_bos_eos, build_tokenizer, min_vocab_size, save_transformers_dir
+from modeling.tokenizer.report import format_inspect_report, inspect_tokenizers, measure_compression
+from modeling.tokenizer.training import CorpusSplit, count_docs, is_heldout, train_tokenizer
+
+__all__ = [
+    "CONTINUATION_PREFIX", "SPACE_MARK", "STATS_FILE", "CorpusSplit", "ModelType", "NormalizerType",
+    "TokenizerTrainConfig", "TokenizerTrainError", "add_bos_eos", "build_parser", "build_tokenizer", "check_eos",
+    "config_from_args", "count_docs", "format_inspect_report", "inspect_tokenizers", "is_heldout", "load_tokenizer",
+    "main", "measure_compression", "min_vocab_size", "save_transformers_dir", "train_tokenizer",
+]
