@@ -283,7 +283,7 @@ def _first_with_tokenizer(*dirs: Any) -> str:
 class HFExportCallback(pl.Callback):
     """At the end of ``fit``, write the best checkpoint (lowest ``val_loss``) in Hugging Face format.
 
-    The Lightning counterpart of the seed's ``load_best_model_at_end``: the best weights are also loaded into the
+    The Lightning counterpart of HF ``Trainer``'s ``load_best_model_at_end``: the best weights are also loaded into the
     module, so a following ``test`` in the same process sees them. LoRA runs export the adapter only.
     """
 

@@ -1,6 +1,6 @@
 """Sample a trained model for error analysis: batched, seeded, several decoding settings, a confidence each.
 
-The seed tutorial's loop (``pipeline("text-generation", model=...)`` over a list of domain prompts, printing
+The usual loop (``pipeline("text-generation", model=...)`` over a list of domain prompts, printing
 each output) done so that a person can review it: every prompt is run under every decoding setting, each
 sample records how many tokens the model wrote and their mean log-probability, and the report lists the least
 confident samples first, which is where the errors are.

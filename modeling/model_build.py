@@ -141,7 +141,7 @@ def load_base_model(pretrained: str | None, scratch: ScratchModelConfig | None, 
 
 def link_vocab(model: PreTrainedModel, vocab_size: int | None, pretrained: str | None,
                quantization: QuantizationConfig | None, lora: LoraConfig | None) -> None:
-    """The seed's `assert vocab_size == embedding rows`, as a fix-it error; grows a pretrained embedding."""
+    """`assert vocab_size == embedding rows`, as a fix-it error; grows a pretrained embedding."""
     rows = model.get_input_embeddings().weight.shape[0]
     if vocab_size is None or vocab_size <= rows:
         return

@@ -26,7 +26,7 @@ class ModelConfigError(ValueError):
 class ScratchModelConfig:
     """Architecture of a model trained from randomly initialised weights.
 
-    The defaults are the seed tutorial's GPT-2 (vocab 30000, 512 positions, 768 wide, 12 layers, 12 heads).
+    The defaults are the classic small GPT-2 recipe (vocab 30000, 512 positions, 768 wide, 12 layers, 12 heads).
     """
 
     arch: Literal["gpt2", "llama"] = "gpt2"

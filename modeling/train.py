@@ -193,7 +193,7 @@ class TrainCLI(LightningCLI):
             "periodic_checkpoint.monitor": "step", "periodic_checkpoint.mode": "max",
             "periodic_checkpoint.save_top_k": 2, "periodic_checkpoint.filename": "step-{step}",
             "periodic_checkpoint.auto_insert_metric_name": False,
-            # the seed's EarlyStoppingCallback(early_stopping_patience=3), counted in validation runs
+            # as HF's EarlyStoppingCallback(early_stopping_patience=3), counted in validation runs
             "early_stopping.monitor": "val_loss", "early_stopping.mode": "min", "early_stopping.patience": 3,
             "lr_monitor.logging_interval": "step",
         })

@@ -481,7 +481,7 @@ def _find_phones(text: str, runs: list[re.Match[str]], regions: tuple[str, ...],
         window = text[ws:we]
         for region in regions:
             # POSSIBLE, not the default VALID: VALID drops every number whose area code is unassigned (the
-            # seed's 555-123-4567) and still accepts "2024.01.15 12"; _phone_ok filters instead.
+            # baseline regex's 555-123-4567) and still accepts "2024.01.15 12"; _phone_ok filters instead.
             for pm in phonenumbers.PhoneNumberMatcher(window, region, leniency=_LENIENCY):
                 start = ws + pm.start
                 before = text[max(0, start - 2):start]

@@ -1,6 +1,6 @@
 """Remove (or replace with a token) http(s) and www URLs.
 
-The seed's ``https?://\\S+`` misses ``www.`` links and eats the punctuation after a URL (``see
+The usual ``https?://\\S+`` misses ``www.`` links and eats the punctuation after a URL (``see
 https://x.org.`` loses its full stop, ``(https://x.org)`` its closing parenthesis). Here trailing sentence
 punctuation stays, and a closing bracket stays unless the URL opened one itself (Wikipedia-style
 ``https://en.wikipedia.org/wiki/Foo_(bar)``).

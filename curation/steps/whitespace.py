@@ -1,8 +1,8 @@
 """Whitespace: collapse runs of spaces, trim lines, and keep paragraph breaks (configurable).
 
-The seed's ``re.sub(r'\\s+', ' ', text)`` flattens every document to one line. Language models learn
+A plain ``re.sub(r'\\s+', ' ', text)`` flattens every document to one line. Language models learn
 structure from newlines (lists, code, dialogue turns), so by default one newline survives between
-paragraphs; ``keep_newlines: false`` gives the seed's behaviour.
+paragraphs; ``keep_newlines: false`` gives that behaviour.
 """
 
 from __future__ import annotations

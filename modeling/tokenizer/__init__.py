@@ -17,7 +17,7 @@ The output directory loads with ``AutoTokenizer.from_pretrained(dir)`` (special 
 records the vocabulary reached, the corpus seen, the time taken and the compression on held-out documents.
 
 Round trip: the pre-tokenizer/decoder pairs are chosen so that ``decode(encode(text)) == text`` for
-normalized text, spaces, tabs and newlines included (the seed's ``pre_tokenizers.Whitespace()`` dropped them):
+normalized text, spaces, tabs and newlines included (``pre_tokenizers.Whitespace()`` would drop them):
 
 - ``unigram`` (SentencePiece style) and ``wordpiece``: spaces become "▁" (Metaspace) and are kept inside the
   pieces; the decoder turns them back. With the default prefix space ("▁" added at the start of a text so
