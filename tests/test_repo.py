@@ -1,4 +1,4 @@
-"""The repository keeps its promises: CI runs the README's command, configs parse, docs name every key."""
+"""The repository keeps its promises: CI runs the README's command, configs parse, docs name every key, links resolve."""
 
 import dataclasses
 import re
@@ -49,12 +49,75 @@ def _keys(cls, prefix=""):
             yield prefix + f.name
 
 
-def test_readme_documents_every_curation_config_key():
-    missing = [k for k in _keys(RunConfig) if f"`{k}`" not in README]
-    assert not missing, f"README's configuration table lacks {missing}"
+def test_curation_page_documents_every_curation_config_key():
+    page = (REPO / "docs" / "curation.md").read_text(encoding="utf-8")
+    missing = [k for k in _keys(RunConfig) if f"`{k}`" not in page]
+    assert not missing, f"docs/curation.md's configuration table lacks {missing}"
 
 
 def test_ci_also_runs_the_readme_first_command():
     first = next(line for line in README.splitlines() if line.startswith("python3 -m venv .venv && "))
     after_venv = first.split(". .venv/bin/activate && ", 1)[1]
     assert after_venv in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+
+
+def test_readme_stays_short():
+    lines = len(README.splitlines())
+    assert lines < 250, f"README.md has {lines} lines; move sections into a page under docs/"
+
+
+FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _outside_code(text, blank_inline=True):
+    """The lines of a markdown text outside fenced code blocks (inline code blanked out unless told)."""
+    fence = None
+    for line in text.splitlines():
+        m = FENCE.match(line)
+        if m:
+            mark = m.group(1)
+            if fence is None:
+                fence = mark
+            elif mark[0] == fence[0] and len(mark) >= len(fence) and not line.strip()[len(mark):]:
+                fence = None
+            continue
+        if fence is None:
+            yield re.sub(r"`[^`]*`", "``", line) if blank_inline else line
+
+
+def _slug(heading):
+    """GitHub's anchor for a heading: lowercase, punctuation but '-' and '_' dropped, spaces to '-'."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(path):
+    anchors, seen = set(), {}
+    for line in _outside_code(path.read_text(encoding="utf-8"), blank_inline=False):
+        heading = re.match(r"^ {0,3}#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if heading:
+            slug = _slug(heading.group(1))
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(page):
+    broken = []
+    for line in _outside_code(page.read_text(encoding="utf-8")):
+        for target in LINK.findall(line):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (page.parent / file_part).resolve() if file_part else page
+            if not dest.exists():
+                broken.append(f"{target}: no file {dest.relative_to(REPO) if dest.is_relative_to(REPO) else dest}")
+            elif anchor and (dest.suffix != ".md" or anchor not in _anchors(dest)):
+                broken.append(f"{target}: no heading with anchor #{anchor} in {dest.relative_to(REPO)}")
+    assert not broken, f"{page.relative_to(REPO)}: broken links {broken}"

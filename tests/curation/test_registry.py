@@ -134,8 +134,8 @@ def test_docs_step_table_is_the_registry():
     docs = (REPO / "docs" / "curation-steps.md").read_text(encoding="utf-8")
     table = registry.markdown_table()
     assert table in docs, f"docs/curation-steps.md: replace its step table with\n{table}"
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    steps_section = readme.split("### Steps", 1)[1].split("\n### ", 1)[0]
+    page = (REPO / "docs" / "curation.md").read_text(encoding="utf-8")
+    steps_section = page.split("\n## Steps\n", 1)[1].split("\n## ", 1)[0]
     assert tuple(re.findall(r"^\| `(\w+)` \|", steps_section, flags=re.M)) == ORDER
 
 
