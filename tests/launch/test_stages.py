@@ -181,7 +181,7 @@ def test_deps_hold_every_repository_module_the_command_imports():
         assert any(f.startswith(spec.module.split(".")[0] + "/") for f in imported[entry[spec.name]])
     assert {"modeling/train.py", "modeling/runs.py", "modeling/preflight.py", "modeling/data.py",
             "modeling/module.py", "modeling/export.py"} <= set(stages["train"]["deps"])
-    assert {"modeling/tokenizer.py", "modeling/corpus.py"} <= set(stages["tokenizer"]["deps"])
+    assert {"modeling/tokenizer/training.py", "modeling/corpus.py"} <= set(stages["tokenizer"]["deps"])
     assert {"curation/__main__.py", "curation/pipeline.py"} <= set(stages["curation"]["deps"])
     assert "modeling/evaluate.py" in stages["evaluate"]["deps"] and "modeling/generate.py" in stages["generate"]["deps"]
     for stage in stages.values():
