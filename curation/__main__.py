@@ -25,8 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from curation.config import ConfigError, RunConfig, build_config, to_dict
-from curation.paths import InputError
+from common.errors import UserError, run_main
+from curation.config import RunConfig, build_config, to_dict
 from curation.steps.registry import Flag, StepSpec
 
 
@@ -112,17 +112,18 @@ def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for a config, input or output the run cannot use, one line on
+    stderr; 130 or 143 when interrupted; 1 when the run failed)."""
+    return run_main(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = build_config(args.config, overrides_from_args(args))
-    except (ConfigError, InputError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = build_config(args.config, overrides_from_args(args))
     if args.print_config:
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    from curation.layout import OutputError
     from curation.pipeline import run  # imports Ray; kept out of --help and config errors
     from curation.report import summary_lines
 
@@ -131,9 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         # docker stop, kill, a scheduler's SIGTERM: stop like Ctrl-C. Installed once Ray runs, because ray.init
         # installs a handler of its own that would exit with a core dump message and no word from us.
         report = run(cfg, on_ray_started=lambda: signal.signal(signal.SIGTERM, _raise_interrupted))
-    except (InputError, OutputError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserError:
+        raise  # one line, exit 2 (run_main)
     except (KeyboardInterrupt, Interrupted) as e:
         code = 143 if isinstance(e, Interrupted) else 130
         print(f"\ninterrupted ({'SIGTERM' if code == 143 else 'SIGINT'}): {cfg.output} is not marked finished (no "

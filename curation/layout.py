@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from common.errors import UserError
 from curation.paths import CURATION_MANIFEST, InputError
 
 DATA_DIR = "data"
@@ -67,7 +68,7 @@ TMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 worker killed while writing leaves behind. Only removed inside folders this tool writes."""
 
 
-class OutputError(ValueError):
+class OutputError(UserError):
     """The output folder cannot be used as asked. The message says why and what to do."""
 
 

@@ -1,13 +1,10 @@
-"""Resolve user-given paths, globs and directories into a sorted list of files.
+"""Curation's input listing: the inputs of a run below one root folder, and what the walk passed over.
 
-Shared by the curation readers and the modeling readers (tokenizer, data module), so a user's
-``--input data/*.parquet`` means the same thing everywhere and fails the same way: early, naming the
-pattern and what was there instead. Pure Python, no Ray import.
-
-``resolve_paths`` returns the files as the user spelled them (the modeling commands). ``list_inputs`` (the
-curation reader) also returns the *input root*, the common folder of the inputs, so that a file can be named
-by its path below the root whatever the working directory, and lists the files it found but cannot read, so
-that nothing in an input folder is passed over without a trace.
+The format detection and path resolution every stage shares live in :mod:`common.files` (re-exported here:
+``from curation.paths import InputError, resolve_paths`` keeps working). ``list_inputs`` (the curation reader)
+also returns the *input root*, the common folder of the inputs, so that a file can be named by its path below
+the root whatever the working directory, and lists the files it found but cannot read, so that nothing in an
+input folder is passed over without a trace.
 
 Folders are walked following symlinks (to files and to folders), each real folder once, so a symlink loop
 ends; ``list_inputs`` also reads each real file once. What a walk passes over is listed with the reason:
@@ -17,60 +14,44 @@ a broken symlink.
 
 from __future__ import annotations
 
-import fnmatch
 import glob
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: File endings each format reader understands (compressed variants included).
-FORMAT_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "jsonl": (".jsonl", ".jsonl.gz", ".json", ".json.gz", ".ndjson", ".ndjson.gz"),
-    "csv": (".csv", ".csv.gz", ".tsv", ".tsv.gz"),
-    "parquet": (".parquet",),
-    "text": (".txt", ".txt.gz", ".md", ".text"),
-}
+from common.files import (
+    BROKEN_LINK,
+    FORMAT_SUFFIXES,
+    HIDDEN_NAME,
+    SAME_FILE,
+    SAME_FOLDER,
+    FileWalk,
+    InputError,
+    detect_format,
+    is_hidden_path,
+    known_endings,
+    missing_path_error,
+    names_a_local_path,
+    no_match_error,
+    resolve_paths,
+    unreadable_dir_error,
+)
 
+__all__ = [  # the shared names, re-exported for the imports that name them here
+    "BROKEN_LINK", "CURATION_MANIFEST", "CURATION_OUTPUT", "FORMAT_SUFFIXES", "HIDDEN_NAME", "SAME_FILE",
+    "SAME_FOLDER", "InputError", "InputListing", "detect_format", "file_ending", "is_curation_output",
+    "list_inputs", "names_a_local_path", "resolve_paths",
+]
 
 CURATION_MANIFEST = ".curation/manifest.json"
 """Path, inside a folder, of the file that marks the folder as a curation output (``layout.MANIFEST``). An input
 folder skips the curation outputs inside it: a previous run's report and shards are not raw data."""
 
-HIDDEN_NAME = "hidden or _-prefixed name"
 CURATION_OUTPUT = f"a curation output (holds {CURATION_MANIFEST}); not read as input"
-BROKEN_LINK = "broken symlink"
-SAME_FILE = "same file as "
-SAME_FOLDER = "same folder as "
-"""Reasons in ``InputListing.skipped`` besides the file types no reader knows (``SAME_*`` are followed by a path)."""
-
-
-class InputError(ValueError):
-    """A user-given input cannot be used. The message says which input, what was found and what to do."""
-
-
-def names_a_local_path(name: str) -> bool:
-    """Whether ``name`` can only mean a local path, not a Hugging Face hub id (``gpt2``, ``org/name``): absolute,
-    starting with ``.`` or ``~``, or with two or more ``/``. A missing one is then an error, not a hub lookup."""
-    return name.startswith((os.sep, ".", "~")) or name.count("/") > 1
-
-
-def detect_format(path: str | os.PathLike[str]) -> str | None:
-    """Return the reader format for ``path`` from its ending, or None when no reader knows it."""
-    name = str(path).lower()
-    for fmt, suffixes in FORMAT_SUFFIXES.items():
-        if name.endswith(suffixes):
-            return fmt
-    return None
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith((".", "_"))
-
-
-def _is_hidden(path: Path) -> bool:
-    return any(_hidden(part) for part in path.parts if part not in (".", ".."))
+"""Reason in ``InputListing.skipped`` for a nested curation output; the other reasons besides the file types no
+reader knows are :mod:`common.files`' ``HIDDEN_NAME``, ``BROKEN_LINK``, ``SAME_FILE`` and ``SAME_FOLDER``."""
 
 
 def is_curation_output(folder: str | os.PathLike[str]) -> bool:
@@ -78,183 +59,9 @@ def is_curation_output(folder: str | os.PathLike[str]) -> bool:
     return os.path.isfile(os.path.join(folder, CURATION_MANIFEST))
 
 
-def _names(folder: Path) -> list[str]:
-    try:
-        with os.scandir(folder) as entries:
-            return sorted(e.name for e in entries)
-    except OSError as error:
-        raise InputError(f"cannot list input folder {str(folder)!r}: {error}") from error
-
-
-class _Walk:
-    """Files below input folders and glob matches, following symlinks to files and folders.
-
-    Each real folder is entered once per input (``new_input``), so a symlink loop ends: a second path to a
-    folder is passed over as ``same folder as <first path>``. Hidden or ``_``-prefixed names and (with
-    ``skip_outputs``) curation outputs are passed over whole: a folder is listed once, not its files. What is
-    passed over goes to ``passed`` as (path, reason, the path it repeats or None), nothing silently.
-    """
-
-    def __init__(self, wanted: set[str], skip_outputs: bool = True) -> None:
-        self.wanted, self.skip_outputs = wanted, skip_outputs
-        self.files: list[Path] = []
-        """Files of a wanted format."""
-        self.others: list[Path] = []
-        """Other files (no reader, or a format not wanted)."""
-        self.passed: list[tuple[Path, str, Path | None]] = []
-        self.seen: dict[str, Path] = {}
-
-    def new_input(self) -> None:
-        self.seen = {}
-
-    def _pass(self, path: Path, reason: str, first: Path | None = None) -> None:
-        self.passed.append((path, reason, first))
-
-    def _first_visit(self, folder: Path, seen: dict[str, Path]) -> bool:
-        """True the first time a real folder is reached; a second path to it is passed over."""
-        real = os.path.realpath(folder)
-        first = seen.get(real)
-        if first is None:
-            seen[real] = folder
-            return True
-        if first != folder:
-            self._pass(folder, SAME_FOLDER, first)
-        return False
-
-    def folder(self, folder: Path) -> None:
-        """Walk ``folder`` (entered whatever its name) and everything below it."""
-        if not self._first_visit(folder, self.seen):
-            return
-        for name in _names(folder):
-            self.entry(folder / name, name)
-
-    def entry(self, path: Path, name: str) -> None:
-        if path.is_dir():  # follows a symlink
-            if self.skip_outputs and is_curation_output(path):
-                self._pass(path, CURATION_OUTPUT)
-            elif _hidden(name):
-                self._pass(path, HIDDEN_NAME)
-            else:
-                self.folder(path)
-        elif path.is_file():
-            if _hidden(name):
-                self._pass(path, HIDDEN_NAME)
-            else:
-                (self.files if detect_format(path) in self.wanted else self.others).append(path)
-        elif path.is_symlink():
-            self._pass(path, BROKEN_LINK)
-        elif os.path.lexists(path):
-            self._pass(path, "not a regular file")
-
-    def glob(self, folder: Path, parts: Sequence[str]) -> Iterator[Path]:
-        """Paths below ``folder`` that the pattern ``parts`` matches, like ``glob.glob(recursive=True)``
-        (``*`` does not match a leading dot; ``**`` any folders below) except that ``**`` enters each real
-        folder once, so a symlink loop ends, and a final ``**`` yields ``folder`` itself, to be walked."""
-        part, rest = parts[0], parts[1:]
-        if part == "**":
-            if not rest:
-                yield folder
-                return
-            for below in self._folders_below(folder, {}):
-                yield from self.glob(below, rest)
-        elif not glob.has_magic(part):
-            path = folder / part
-            if rest and path.is_dir():
-                yield from self.glob(path, rest)
-            elif not rest and os.path.lexists(path):
-                yield path
-        else:
-            for name in _names(folder):
-                if fnmatch.fnmatch(name, part) and (part.startswith(".") or not name.startswith(".")):
-                    path = folder / name
-                    if not rest:
-                        yield path
-                    elif path.is_dir():
-                        yield from self.glob(path, rest)
-
-    def _folders_below(self, folder: Path, seen: dict[str, Path]) -> Iterator[Path]:
-        """``folder`` and every folder below it whose name has no leading dot, each real folder once."""
-        if not self._first_visit(folder, seen):
-            return
-        yield folder
-        for name in _names(folder):
-            path = folder / name
-            if name.startswith(".") or not path.is_dir():
-                continue
-            if self.skip_outputs and is_curation_output(path):
-                self._pass(path, CURATION_OUTPUT)
-            else:
-                yield from self._folders_below(path, seen)
-
-
-def _list_dir(directory: Path, formats: Iterable[str] | None) -> list[Path]:
-    walk = _Walk(set(formats) if formats is not None else set(FORMAT_SUFFIXES), skip_outputs=False)
-    walk.folder(directory)
-    return walk.files
-
-
-def resolve_paths(
-    patterns: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    formats: Iterable[str] | None = None,
-) -> list[Path]:
-    """Expand files, directories (recursively) and globs into a sorted, de-duplicated file list.
-
-    Directories keep only files with a known ending (``formats`` narrows that further) and skip hidden
-    or ``_``-prefixed entries (``_SUCCESS``, ``.tmp`` files of a writer that crashed). Explicit files are
-    kept whatever their ending, so the caller decides what to do with an unknown one.
-
-    Raises:
-        InputError: a path does not exist, a glob matches nothing, or a directory holds no readable file.
-    """
-    if isinstance(patterns, (str, os.PathLike)):
-        patterns = [patterns]
-    if not patterns:
-        raise InputError("no input given: pass at least one file, directory or glob (e.g. --input data/*.jsonl)")
-    out: set[Path] = set()
-    for raw in patterns:
-        pattern = os.path.expanduser(str(raw))
-        if glob.has_magic(pattern):
-            matches = [Path(m) for m in glob.glob(pattern, recursive=True)]
-            files = [m for m in matches if m.is_file()]
-            for d in (m for m in matches if m.is_dir()):
-                files.extend(_list_dir(d, formats))
-            if not files:
-                raise _no_match_error(raw, Path(pattern.split("*")[0] or ".").parent)
-            out.update(files)
-            continue
-        path = Path(pattern)
-        if path.is_file():
-            out.add(path)
-        elif path.is_dir():
-            files = _list_dir(path, formats)
-            if not files:
-                raise _unreadable_dir_error(path, formats)
-            out.update(files)
-        else:
-            raise _missing_path_error(path)
-    return sorted(out)
-
-
-def _holds(folder: Path) -> str:
-    return ", ".join(sorted(p.name for p in folder.iterdir())[:20]) or "(nothing)"
-
-
-def _no_match_error(raw: object, parent: Path) -> InputError:
-    return InputError(
-        f"input glob {str(raw)!r} matched no file. "
-        + (f"{parent}/ holds: {_holds(parent)}" if parent.is_dir() else f"its folder {str(parent)!r} does not exist")
-    )
-
-
-def _unreadable_dir_error(path: Path, formats: Iterable[str] | None) -> InputError:
-    return InputError(f"input directory {str(path)!r} holds no readable file (looked for {_known_endings(formats)}); "
-                      f"it holds: {_holds(path)}")
-
-
-def _missing_path_error(path: Path) -> InputError:
-    parent = path.parent if str(path.parent) else Path(".")
-    hint = f"; {parent!s}/ holds: {_holds(parent)}" if parent.is_dir() else ""
-    return InputError(f"input path {str(path)!r} does not exist{hint}")
+def _output_reason(folder: Path) -> str | None:
+    """Why an input folder passes over ``folder``: a nested curation output; None to walk it."""
+    return CURATION_OUTPUT if is_curation_output(folder) else None
 
 
 # ------------------------------------------------------------------------------------ inputs below a root
@@ -333,11 +140,11 @@ def _skip_reason(path: Path, formats: Iterable[str] | None) -> str:
     return f"{fmt} files are not read here (reading {', '.join(sorted(formats or FORMAT_SUFFIXES))})"
 
 
-def _glob_input(walk: _Walk, raw: object, pattern: str, formats: set[str] | None) -> tuple[Path, list[Path]]:
+def _glob_input(walk: FileWalk, raw: object, pattern: str, formats: set[str] | None) -> tuple[Path, list[Path]]:
     """(root, files to read) of one glob; the other files it matched go to ``walk.others`` and ``walk.passed``."""
     base, parts = _split_glob(pattern)
     if not base.is_dir():
-        raise _no_match_error(raw, base)
+        raise no_match_error(raw, base)
     root = base.resolve()
     found: list[Path] = []
     n_files, n_others = len(walk.files), len(walk.others)
@@ -345,25 +152,25 @@ def _glob_input(walk: _Walk, raw: object, pattern: str, formats: set[str] | None
         rel = path.relative_to(root)
         if path.is_file() and detect_format(path) in walk.wanted:
             found.append(path)  # whatever its name: the glob asked for it
-        elif _is_hidden(rel):
-            walk._pass(path, HIDDEN_NAME)
+        elif is_hidden_path(rel):
+            walk.pass_over(path, HIDDEN_NAME)
         elif path.is_file():
             walk.others.append(path)
         elif path.is_dir():
             if path != root and is_curation_output(path):
-                walk._pass(path, CURATION_OUTPUT)
+                walk.pass_over(path, CURATION_OUTPUT)
             else:
                 walk.folder(path)
         elif path.is_symlink():
-            walk._pass(path, BROKEN_LINK)
+            walk.pass_over(path, BROKEN_LINK)
     found += walk.files[n_files:]
     if not found:
         unread = walk.others[n_others:]
         if unread:
             names = ", ".join(sorted(p.name for p in unread)[:20])
             raise InputError(f"input glob {str(raw)!r} matched no file a reader knows, only: {names}. "
-                             f"Readable endings: {_known_endings(formats)}.")
-        raise _no_match_error(raw, base)
+                             f"Readable endings: {known_endings(formats)}.")
+        raise no_match_error(raw, base)
     return root, found
 
 
@@ -389,7 +196,7 @@ def list_inputs(
     if not patterns:
         raise InputError("no input given: pass at least one file, directory or glob (e.g. --input data/*.jsonl)")
     formats = set(formats) if formats is not None else None
-    walk = _Walk(formats if formats is not None else set(FORMAT_SUFFIXES))
+    walk = FileWalk(formats if formats is not None else set(FORMAT_SUFFIXES), skip_folder=_output_reason)
     files: set[Path] = set()
     roots: list[Path] = []
     for raw in patterns:
@@ -413,10 +220,10 @@ def list_inputs(
             n_files = len(walk.files)
             walk.folder(root)
             if len(walk.files) == n_files:
-                raise _unreadable_dir_error(path, formats)
+                raise unreadable_dir_error(path, formats)
             roots.append(root)
         else:
-            raise _missing_path_error(path)
+            raise missing_path_error(path)
     files.update(walk.files)
     first_of: dict[str, Path] = {}
     passed = list(walk.passed)
@@ -435,7 +242,3 @@ def list_inputs(
     listing.skipped.extend({"path": listing.relative(p), "reason": r}
                            for p, r in sorted(reasons.items()) if p not in kept)
     return listing
-
-
-def _known_endings(formats: Iterable[str] | None) -> str:
-    return ", ".join(s for f in (formats or FORMAT_SUFFIXES) for s in FORMAT_SUFFIXES[f])

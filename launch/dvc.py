@@ -30,11 +30,12 @@ from typing import Any
 
 import yaml
 
-from curation.config import ConfigError, from_dict, load_yaml
+from common.config import from_dict, load_yaml
+from common.errors import run_main
 from launch.stages import PipelineConfig, StageArgsConfig, StageSpec, stage_table
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("curation", "modeling", "launch")
+PACKAGES = ("common", "curation", "modeling", "launch")
 """The repository's packages: imports of anything else (torch, ray, ...) are not followed."""
 DVC_FILE = REPO / "dvc.yaml"
 REGENERATE = "python -m launch.dvc --write"
@@ -203,17 +204,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     action.add_argument("--write", action="store_true", help="write --file")
     action.add_argument("--check", action="store_true", help="exit 1 when --file differs from the table's")
     args = parser.parse_args(argv)
-    try:
-        if args.config:
-            data = load_yaml(args.config)
-            if args.output:
-                data["output"] = args.output
-            cfg = from_dict(PipelineConfig, data, where=args.config)
-        else:
-            cfg = dataclasses.replace(DEMO, output=args.output) if args.output else DEMO
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.config:
+        data = load_yaml(args.config)
+        if args.output:
+            data["output"] = args.output
+        cfg = from_dict(PipelineConfig, data, where=args.config)
+    else:
+        cfg = dataclasses.replace(DEMO, output=args.output) if args.output else DEMO
     text = render(cfg)
     if cfg.env and not args.check:
         print(f"note: env {sorted(cfg.env)} is not part of dvc.yaml; set it in the shell", file=sys.stderr)

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from curation.config import ConfigError, from_dict, load_yaml
+from common.config import ConfigError, from_dict, load_yaml
+from common.errors import run_main
 from launch.stages import (
     STAGES,
     PipelineConfig,
@@ -277,19 +278,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", default=None, help="rerun even up-to-date stages")
     parser.add_argument("--quiet", action="store_true", help="do not stream the stages' output (logs/ still has it)")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> int:
         cfg = load_config(args.config, {"output": args.output, "stages": args.stages, "force": args.force})
-        result = run_pipeline(cfg, stream=not args.quiet)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except StageFailed as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.returncode
-    ran = [k for k, v in result.items() if v == "ran"]
-    print(f"ran: {', '.join(ran) or 'nothing (everything up to date)'}")
-    print(summarize(cfg))
-    return 0
+        try:
+            result = run_pipeline(cfg, stream=not args.quiet)
+        except StageFailed as e:
+            print(f"error: {e}", file=sys.stderr)
+            return e.returncode
+        ran = [k for k, v in result.items() if v == "ran"]
+        print(f"ran: {', '.join(ran) or 'nothing (everything up to date)'}")
+        print(summarize(cfg))
+        return 0
+
+    return run_main(run)
 
 
 if __name__ == "__main__":

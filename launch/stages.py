@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.config import ConfigError, load_yaml
+from common.config import ConfigError, load_yaml
 
 STAGES: tuple[str, ...] = ("curation", "tokenizer", "train", "evaluate", "generate")
 """Every stage, in the order it runs (the rows of :func:`stage_table`, in order)."""

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curation.layout import curated_data_dir, require_complete
-from curation.paths import InputError, detect_format, resolve_paths
+from common.files import InputError, detect_format, resolve_paths
+from curation import curated_data_dir, require_complete
 
 #: Formats this reader can stream text out of.
 TEXT_FORMATS = ("parquet", "jsonl", "text")

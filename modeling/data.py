@@ -37,7 +37,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from curation.paths import InputError, names_a_local_path
+from common.errors import UserError
+from common.files import InputError, names_a_local_path
 from modeling.corpus import iter_text_batches, resolve_text_files
 from modeling.packing import PackedBlocks
 from modeling.token_blocks import ResumableSampler, TokenBlocks
@@ -47,7 +48,7 @@ from modeling.tokenizer.load import load_tokenizer
 CACHE_VERSION = 1
 
 
-class DataConfigError(ValueError):
+class DataConfigError(UserError):
     """The data options or inputs cannot be used. The message names the option (as the ``--data.*`` flag of
     ``python -m modeling.train``; the same key under ``data:`` in a config) or file to fix."""
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,14 +37,14 @@ from typing import Any
 
 # The command alone lives here (the docstring above is its --help): its library is modeling.evaluation, and the
 # inference it shares with modeling.generate is modeling.inference.
-from curation.paths import InputError, detect_format
+from common.errors import run_main
+from common.files import detect_format
 from modeling.cli_args import add_model_arguments
 from modeling.evaluation.config import LM_METRICS, TASK_METRICS, EvaluateConfig, EvaluateError
 from modeling.evaluation.data import choose_metrics, resolve_data
 from modeling.evaluation.perplexity import choose_block_size, language_model_metrics
 from modeling.evaluation.tasks import task_metrics
-from modeling.export import ModelLoadError
-from modeling.inference import DecodingSetting, GenerateError, load_model
+from modeling.inference import DecodingSetting, load_model
 
 log = logging.getLogger("modeling.evaluate")
 
@@ -166,13 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a usage error, with the message on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         result = evaluate(config_from_args(args))
-    except (EvaluateError, GenerateError, ModelLoadError, InputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result["metrics"], indent=2))
-    return 0
+        print(json.dumps(result["metrics"], indent=2))
+
+    return run_main(run)
 
 
 if __name__ == "__main__":

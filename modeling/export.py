@@ -42,6 +42,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from common.errors import UserError
 from modeling.data import HFDatasetConfig
 from modeling.model_config import LoraConfig, QuantizationConfig, ScratchModelConfig
 from modeling.module import CausalLMModule
@@ -60,7 +61,7 @@ CHECKPOINT_CLASSES: list[Any] = [
 TRAINING_FILE = "training.json"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model path is none of the forms this project writes. The message says what was found."""
 
 

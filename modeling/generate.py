@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,9 +33,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # The command alone lives here (the docstring above is its --help): the inference it shares with modeling.evaluate
 # is modeling.inference, its files (prompts in, samples and report out) modeling.samples.
-from curation.paths import InputError
+from common.errors import run_main
 from modeling.cli_args import add_model_arguments
-from modeling.export import ModelLoadError
 from modeling.inference import (
     DecodingSetting,
     GenerateError,
@@ -229,12 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a usage error, with the message on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    try:
+
+    def run() -> None:
         generate(config_from_args(args))
-    except (GenerateError, ModelLoadError, InputError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_main(run)
 
 
 if __name__ == "__main__":

@@ -19,13 +19,14 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from common.errors import UserError
 from modeling.export import load_causal_lm, max_positions
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 DtypeName = Literal["auto", "float32", "bfloat16", "float16"]
 
 
-class GenerateError(ValueError):
+class GenerateError(UserError):
     """Inference or generation cannot run with the given inputs or options (the name is the generate command's,
     whose error it was first). The message names the flag or file to fix."""
 

@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from curation.paths import names_a_local_path
+from common.files import names_a_local_path
 from modeling.model_config import Dtype, LoraConfig, ModelConfigError, QuantizationConfig, ScratchModelConfig
 
 

@@ -13,11 +13,13 @@ from typing import Literal
 
 from transformers import AutoConfig, PretrainedConfig
 
+from common.errors import UserError
+
 Dtype = Literal["float32", "bfloat16", "float16"]
 FusedCrossEntropy = Literal["off", "chunked", "liger"]
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError):
     """The model options cannot work together. The message names the option to change, as the ``--model.*`` flag
     of ``python -m modeling.train`` (the same key under ``model:`` in a config)."""
 

@@ -19,7 +19,7 @@ from lightning.pytorch.accelerators import AcceleratorRegistry, CUDAAccelerator,
 from lightning.pytorch.strategies import StrategyRegistry
 from transformers import AutoConfig
 
-from curation.paths import InputError
+from common.files import InputError
 from modeling.data import TextDataModule
 from modeling.export import ModelLoadError, load_checkpoint
 from modeling.module import CausalLMModule, ModelConfigError

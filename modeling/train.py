@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import sys
 import time
 import warnings
@@ -57,10 +56,11 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter as CSVExperiment
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from curation.paths import InputError
+from common.errors import run_main
+from common.files import InputError
 from modeling import preflight
-from modeling.data import DataConfigError, TextDataModule
-from modeling.export import HFExportCallback, ModelLoadError
+from modeling.data import TextDataModule
+from modeling.export import HFExportCallback
 from modeling.module import CausalLMModule, ModelConfigError
 from modeling.peak_flops import device_peak_flops, matmul_precision
 from modeling.preemption import PreemptionCheckpoint, TrainingPreempted
@@ -388,16 +388,14 @@ def main(args: list[str] | None = None, run: bool = True) -> TrainCLI:
 def run_command(args: list[str] | None = None) -> int:
     """``python -m modeling.train``: a configuration or input the run cannot use is one line on stderr, exit 2; a run
     stopped by SIGTERM or SIGINT after saving its checkpoint is one line too, exit 143 or 130."""
-    try:
+    def run() -> None:
         main(args)
-    except (ModelConfigError, DataConfigError, ModelLoadError, InputError) as err:
-        # one line, even where the message quotes a library's multi-line error
-        print("error: " + re.sub(r"\s*\n\s*", " ", str(err).strip()), file=sys.stderr)
-        return 2
+
+    try:
+        return run_main(run)  # one line, even where the message quotes a library's multi-line error
     except TrainingPreempted as stop:
         print(stop, file=sys.stderr)
         return stop.exit_code
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from common.errors import UserError
+
 #: Metrics computed from the model's next-token predictions on documents.
 LM_METRICS = ("perplexity", "next_token_accuracy")
 #: Metrics comparing generated continuations of prompts with references.
 TASK_METRICS = ("accuracy", "f1", "bleu", "rouge")
 
 
-class EvaluateError(ValueError):
+class EvaluateError(UserError):
     """Evaluation cannot run with the given data or options. The message names the flag or file to fix."""
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from curation.paths import InputError, detect_format
+from common.files import InputError, detect_format
 from modeling.corpus import TEXT_FORMATS, open_text, resolve_corpus_files
 from modeling.evaluation.config import LM_METRICS, TASK_METRICS, EvaluateConfig, EvaluateError
 

@@ -18,7 +18,7 @@ from torchmetrics.text import BLEUScore, SQuAD
 from torchmetrics.text.rouge import ROUGEScore
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from curation.paths import detect_format
+from common.files import detect_format
 from modeling.corpus import iter_json_lines
 from modeling.evaluation.config import EvaluateConfig, EvaluateError
 from modeling.inference import DecodingSetting, derive_seed, generate_batch, iter_batches

@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, fields
 from typing import Any
 
-from curation.config import ConfigError, from_dict, load_yaml
-from curation.paths import InputError
+from common.config import ConfigError, from_dict, load_yaml
+from common.errors import run_main
+from common.files import InputError
 from modeling.cli_args import add_config_flags
 from modeling.tokenizer.config import TokenizerTrainConfig, TokenizerTrainError
 from modeling.tokenizer.report import format_inspect_report, inspect_tokenizers
@@ -74,15 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> None:
         if args.command == "train":
             stats = train_tokenizer(config_from_args(args))
             print(json.dumps({k: stats[k] for k in ("vocab_size", "train_docs", "train_seconds", "heldout")}))
         else:
             report = inspect_tokenizers(args.tokenizer, args.text, args.eval, args.text_column, args.max_docs)
             print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_inspect_report(report))
-    except (InputError, TokenizerTrainError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    # a tokenizer that cannot be trained, and the tokenizers library's own ValueErrors, are usage errors too
+    return run_main(run, also=(TokenizerTrainError, ValueError))
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from curation.paths import InputError, names_a_local_path
+from common.files import InputError, names_a_local_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -7,7 +7,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from curation.paths import InputError
+from common.files import InputError
 from modeling.corpus import iter_text_batches, resolve_text_files
 from modeling.tokenizer.load import load_tokenizer
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import tokenizers
 import xxhash
 
-from curation.paths import InputError, detect_format
+from common.files import InputError, detect_format
 from modeling.corpus import iter_text_batches, resolve_text_files
 from modeling.tokenizer.config import STATS_FILE, TokenizerTrainConfig, TokenizerTrainError
 from modeling.tokenizer.pipeline import add_bos_eos, build_tokenizer, min_vocab_size, save_transformers_dir
