@@ -280,7 +280,9 @@ class RunConfigSaver(SaveConfigCallback):
     """Lightning's config saver, writing into the run folder whatever the logger; a resumed run keeps the config
     of each earlier invocation as ``config.K.yaml`` instead of overwriting it."""
 
-    run_dir: Path | None = None  # set by the CLI before the trainer is built
+    def __init__(self, *args: Any, run_dir: Path | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.run_dir = run_dir  # given by the CLI (save_config_kwargs) once it has placed the run
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.already_saved or self.run_dir is None:

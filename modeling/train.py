@@ -271,7 +271,7 @@ class TrainCLI(LightningCLI):
         if config["export"].get("dirpath") is None:
             config["export"]["dirpath"] = str(run.path / "hf")
         trainer["logger"] = _loggers_in(trainer.get("logger"), run)
-        RunConfigSaver.run_dir = run.path
+        self.save_config_kwargs = {**self.save_config_kwargs, "run_dir": run.path}
         return run
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
