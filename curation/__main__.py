@@ -4,30 +4,28 @@ Usage::
 
     python -m curation run --input data/raw/*.jsonl --output out/curated
     python -m curation run --config configs/curation/demo.yaml
-    python -m curation run --input customer_logs.csv --output out/logs --languages en,de --format jsonl
-    python -m curation run --input hf://wikimedia/wikipedia --hf-config 20231101.en --hf-streaming ...
-    RAY_ADDRESS=auto python -m curation run ...            # on a cluster (or --ray-address auto)
+    python -m curation run --config configs/curation/demo.yaml --quality.min_chars 20 --print_config
+    python -m curation run --input customer_logs.csv --output out/logs --languages en,de --writer.format jsonl
+    python -m curation run --input hf://wikimedia/wikipedia --reader.hf_config 20231101.en --reader.hf_streaming
+    RAY_ADDRESS=auto python -m curation run ...            # on a cluster (or --ray_address auto)
     ray job submit --working-dir . -- python -m curation run --input s3://... --output ...
 
-Flags override the YAML config; ``--print-config`` shows the resolved configuration and exits.
+Every key of the YAML config is a flag (``--dedup.key normalized``, ``--language.languages [en,de]``); flags override
+the YAML; ``--print_config`` prints the resolved configuration and exits.
 Exit codes: 0 done, 2 bad input, configuration or output folder (nothing was processed), 1 failure during
 the run: the work finished so far is kept, and ``--resume`` goes on from there.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 import sys
-import typing
-from typing import Any, Literal
+from typing import Any
 
-import yaml
-
+from common.cli import CliError, Command, config_yaml, parse
 from common.errors import UserError, run_main
-from curation.config import RunConfig, build_config, to_dict
-from curation.steps.registry import Flag, StepSpec
+from curation.config import RunConfig, RunOptions, build_config
 
 
 class Interrupted(BaseException):
@@ -38,77 +36,23 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+FIXED_ALIASES: dict[str, str] = {
+    "--format": "writer.format",
+    "--write-dropped": "writer.write_dropped",
+    "--text-mode": "reader.text_mode",
+    "--hf-config": "reader.hf_config",
+    "--hf-split": "reader.hf_split",
+    "--hf-streaming": "reader.hf_streaming",
+}
+"""Short flags of the reader's and writer's most used options (each also has its dotted flag)."""
 
 
-def _flag_dest(spec: StepSpec, flag: Flag) -> str:
-    return f"{spec.name}__{flag.key}"
-
-
-def _flag_kind(spec: StepSpec, flag: Flag) -> dict[str, Any]:
-    """argparse arguments for a step's flag, from the annotation of the config field it sets."""
-    tp = typing.get_type_hints(spec.config)[flag.key]
-    if typing.get_origin(tp) is Literal:
-        return {"choices": list(typing.get_args(tp))}
-    if tp is bool:
-        return {"action": "store_true", "default": None}
-    kind = _csv if typing.get_origin(tp) is tuple else tp if tp in (int, float) else str
-    return {"type": kind, "metavar": flag.key.upper()}
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m curation", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
-    # flags default to None (= "not given", so the YAML's value stands); the help names the real defaults
-    r = sub.add_parser("run", help="run the curation pipeline")
-    r.add_argument("--config", help="YAML config (every key of RunConfig; see configs/curation/)")
-    r.add_argument("--input", action="append", help="file, directory, glob or hf://DATASET; repeatable")
-    r.add_argument("--output", help="output directory")
-    r.add_argument("--text-column", help="column with the document text (default: text)")
-    r.add_argument("--format", choices=["parquet", "jsonl"], help="output format (default: parquet)")
-    r.add_argument("--steps", type=_csv,
-                   help=f"comma-separated subset of {','.join(s.name for s in RunConfig.step_specs)}")
-    r.add_argument("--ray-address", help="Ray cluster address (auto, ray://host:10001); default: RAY_ADDRESS or local")
-    r.add_argument("--num-cpus", type=int, help="CPUs for the embedded local Ray")
-    r.add_argument("--write-dropped", action="store_true", default=None, help="also write ids of dropped rows")
-    r.add_argument("--text-mode", choices=["file", "line"], help="plain text: a document per file or per line")
-    r.add_argument("--hf-config", help="Hugging Face dataset config name")
-    r.add_argument("--hf-split", help="Hugging Face split (default: train)")
-    r.add_argument("--hf-streaming", action="store_true", default=None, help="stream the HF dataset")
-    r.add_argument("--overwrite", action="store_true", default=None,
-                   help="replace an earlier run in --output (only the files it wrote are removed)")
-    r.add_argument("--resume", action="store_true", default=None,
-                   help="finish an interrupted run in --output, redoing only unfinished work (same config)")
-    r.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    r.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
-    options = r.add_argument_group("step options", "the most used ones; the config's step sections hold them all")
-    for spec in RunConfig.step_specs:  # each step declares its flags in curation/steps/registry.py
-        for flag in spec.flags:
-            options.add_argument(flag.flag, dest=_flag_dest(spec, flag), help=flag.help, **_flag_kind(spec, flag))
-    return p
-
-
-def overrides_from_args(a: argparse.Namespace) -> dict[str, Any]:
-    """CLI flags as a nested dict shaped like the YAML config (None = not given)."""
-    steps = {spec.name: {flag.key: getattr(a, _flag_dest(spec, flag)) for flag in spec.flags}
-             for spec in RunConfig.step_specs if spec.flags}
-    return {
-        "input": a.input,
-        "output": a.output,
-        "text_column": a.text_column,
-        "steps": a.steps,
-        "ray_address": a.ray_address,
-        "num_cpus": a.num_cpus,
-        "overwrite": a.overwrite,
-        "resume": a.resume,
-        "progress": False if a.no_progress else None,
-        "writer": {"format": a.format, "write_dropped": a.write_dropped},
-        "reader": {"text_mode": a.text_mode, "hf_config": a.hf_config, "hf_split": a.hf_split,
-                   "hf_streaming": a.hf_streaming},
-        **steps,
-    }
+def command(config_cls: type[RunOptions] = RunConfig) -> Command:
+    """The command line of a run config class: its keys as dotted flags, plus the short flags, those above and
+    the ones each step declares in its registry entry (``--languages`` for ``--language.languages``)."""
+    steps = {flag.flag: f"{spec.name}.{flag.key}" for spec in config_cls.step_specs for flag in spec.flags}
+    return Command(prog="python -m curation run", description=__doc__, config=config_cls,
+                   aliases={**FIXED_ALIASES, **steps}, required=("input", "output"), build=lambda data: build_config(None, data, config_cls))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,12 +62,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    cfg = build_config(args.config, overrides_from_args(args))
-    if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":  # the one subcommand; ``python -m curation --config X`` runs too
+        argv = argv[1:]
+    elif argv and not argv[0].startswith("-"):
+        raise CliError(f"unknown command {argv[0]!r}: the command is `python -m curation run --config FILE ...`")
+    parsed = parse(command(), argv)
+    if parsed.print_config:
+        print(config_yaml(parsed.config, parsed.missing), end="")
         return 0
+    cfg = parsed.config
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from curation.pipeline import run  # imports Ray; kept out of --help and config errors
     from curation.report import summary_lines
 

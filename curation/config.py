@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from common.config import ConfigError, from_dict, load_yaml, merge
+from common.config import ConfigError, from_dict, load_yaml, merge, to_dict
 from curation import columns
 from curation.io import ReaderConfig, WriterConfig
 from curation.steps import registry
@@ -107,23 +107,15 @@ RunConfig = run_config_class(registry.STEPS)
 """The run config: the run's options, then a section per step of :data:`curation.steps.registry.STEPS`."""
 
 
-def build_config(yaml_path: str | Path | None, overrides: dict[str, Any]) -> RunConfig:
-    """YAML (optional) + flag overrides -> a validated RunConfig."""
+def build_config(yaml_path: str | Path | None, overrides: dict[str, Any],
+                 config_cls: type[RunOptions] | None = None) -> RunOptions:
+    """YAML (optional) + flag overrides -> a validated run config (a :data:`RunConfig` unless ``config_cls``)."""
     data = load_yaml(yaml_path) if yaml_path else {}
-    cfg = from_dict(RunConfig, merge(data, overrides))
+    cfg = from_dict(config_cls or RunConfig, merge(data, overrides))
     if not cfg.input:
         raise ConfigError("no input: pass --input PATH_OR_GLOB (or input: [...] in the config)")
     if not cfg.output:
         raise ConfigError("no output: pass --output DIR (or output: in the config)")
     if cfg.output.startswith("~"):  # a YAML value or a quoted flag: the shell did not expand it, and Ray workers
         cfg = dataclasses.replace(cfg, output=os.path.expanduser(cfg.output))  # would expand it differently
-    return cfg
-
-
-def to_dict(cfg: Any) -> Any:
-    """A JSON/YAML-friendly view of a config (tuples become lists)."""
-    if dataclasses.is_dataclass(cfg):
-        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
-    if isinstance(cfg, (list, tuple)):
-        return [to_dict(v) for v in cfg]
     return cfg

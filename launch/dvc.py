@@ -11,27 +11,27 @@ Each stage becomes a DVC stage with the same command (``python -m <module> <args
 ``deps`` = the upstream outputs its arguments name, the data it reads, and the repository source files its entry
 module imports, directly or through other repository modules (found by reading the ``import`` statements, those
 inside functions too); ``params`` = its config files; ``outs`` / ``metrics`` = what it writes. Without
-``--config`` the pipeline is the demo under ``out/dvc/`` (:data:`DEMO`). ``env`` is not written: DVC commands
+``--config`` the pipeline is the demo under ``out/dvc/`` (:data:`DEMO`, also the defaults a ``--config`` file
+overrides). ``env`` is not written: DVC commands
 take the shell's environment.
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
-import dataclasses
 import difflib
 import json
 import shlex
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from common.config import from_dict, load_yaml
-from common.errors import run_main
+from common.cli import Command, deep_update, run_command
+from common.config import ConfigError, from_dict, to_dict
 from launch.stages import PipelineConfig, StageArgsConfig, StageSpec, stage_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,26 +195,33 @@ def render(cfg: PipelineConfig = DEMO) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class DvcSwitches:
+    """What to do with the rendered ``dvc.yaml`` (at most one of ``write`` and ``check``; neither prints it)."""
+
+    file: str = str(DVC_FILE)
+    """The dvc.yaml that ``write`` and ``check`` use."""
+    write: bool = False
+    """Write ``file``."""
+    check: bool = False
+    """Exit 1, showing the diff, when ``file`` differs from what the stage table gives."""
+
+    def __post_init__(self) -> None:
+        if self.write and self.check:
+            raise ConfigError("--write and --check exclude each other: pass one")
+
+
+COMMAND = Command(prog="python -m launch.dvc", description=__doc__, config=PipelineConfig, flags=DvcSwitches,
+                  build=lambda data: from_dict(PipelineConfig, deep_update(to_dict(DEMO), data)))
+"""The pipeline's config (without ``--config``: :data:`DEMO`, the committed dvc.yaml's), plus the switches."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.dvc", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="pipeline YAML (configs/pipeline/*.yaml); default: the demo under out/dvc")
-    parser.add_argument("--output", help="output directory (overrides the config's output)")
-    parser.add_argument("--file", default=str(DVC_FILE), help="the dvc.yaml that --write / --check use")
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help="write --file")
-    action.add_argument("--check", action="store_true", help="exit 1 when --file differs from the table's")
-    args = parser.parse_args(argv)
-    return run_main(lambda: _run(args))
+    """Entry point; returns the exit code (1 when ``--check`` finds dvc.yaml stale, 2 for a bad config)."""
+    return run_command(COMMAND, argv, _run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.config:
-        data = load_yaml(args.config)
-        if args.output:
-            data["output"] = args.output
-        cfg = from_dict(PipelineConfig, data, where=args.config)
-    else:
-        cfg = dataclasses.replace(DEMO, output=args.output) if args.output else DEMO
+def _run(cfg: PipelineConfig, args: DvcSwitches) -> int:
     text = render(cfg)
     if cfg.env and not args.check:
         print(f"note: env {sorted(cfg.env)} is not part of dvc.yaml; set it in the shell", file=sys.stderr)

@@ -19,7 +19,6 @@ of the upstream stages, so changing a stage's config reruns it and everything do
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -33,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.cli import Command, run_command
 from common.config import ConfigError, from_dict, load_yaml
-from common.errors import run_main
 from launch.stages import (
     STAGES,
     PipelineConfig,
@@ -270,19 +269,26 @@ def summarize(cfg: PipelineConfig) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="pipeline YAML (keys of PipelineConfig; see configs/pipeline/)")
-    parser.add_argument("--output", help="output directory (overrides the config's output)")
-    parser.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--force", action="store_true", default=None, help="rerun even up-to-date stages")
-    parser.add_argument("--quiet", action="store_true", help="do not stream the stages' output (logs/ still has it)")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class PipelineSwitches:
+    """Switches of the command that are not part of the pipeline's config."""
 
-    def run() -> int:
-        cfg = load_config(args.config, {"output": args.output, "stages": args.stages, "force": args.force})
+    quiet: bool = False
+    """Do not stream the stages' output to the terminal (``logs/<stage>.log`` still has all of it)."""
+
+
+COMMAND = Command(prog="python -m launch.pipeline", description=__doc__, config=PipelineConfig,
+                  flags=PipelineSwitches)
+"""Every key of :class:`PipelineConfig` is a flag (``--stages train,evaluate``, ``--extra_args.evaluate
+'[--max_docs, "100"]'``), plus ``--quiet``."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit code (a failed stage's own, 2 for a config the pipeline cannot use)."""
+
+    def run(cfg: PipelineConfig, switches: PipelineSwitches) -> int:
         try:
-            result = run_pipeline(cfg, stream=not args.quiet)
+            result = run_pipeline(cfg, stream=not switches.quiet)
         except StageFailed as e:
             print(f"error: {e}", file=sys.stderr)
             return e.returncode
@@ -291,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(summarize(cfg))
         return 0
 
-    return run_main(run)
+    return run_command(COMMAND, argv, run)
 
 
 if __name__ == "__main__":

@@ -30,15 +30,15 @@ class StageArgsConfig:
     """Extra command-line arguments appended to each stage's command (they override its config file)."""
 
     curation: tuple[str, ...] = ()
-    """Extra flags of ``python -m curation run``, e.g. ``[--num-cpus, "2"]``."""
+    """Extra flags of ``python -m curation run``, e.g. ``[--num_cpus, "2"]``."""
     tokenizer: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.tokenizer train``, e.g. ``[--vocab-size, "1000"]``."""
+    """Extra flags of ``python -m modeling.tokenizer train``, e.g. ``[--vocab_size, "1000"]``."""
     train: tuple[str, ...] = ()
     """Extra flags of ``python -m modeling.train fit``, e.g. ``[--trainer.max_steps, "10"]``."""
     evaluate: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.evaluate``, e.g. ``[--max-docs, "100"]``."""
+    """Extra flags of ``python -m modeling.evaluate``, e.g. ``[--max_docs, "100"]``."""
     generate: tuple[str, ...] = ()
-    """Extra flags of ``python -m modeling.generate``, e.g. ``[--max-new-tokens, "20"]``."""
+    """Extra flags of ``python -m modeling.generate``, e.g. ``[--max_new_tokens, "20"]``."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +212,7 @@ def stage_table(cfg: PipelineConfig) -> tuple[StageSpec, ...]:
             name="curation",
             module="curation",
             args=("run", "--config", cfg.curation_config, "--output", str(at.curated), "--overwrite",
-                  "--no-progress", *x.curation),
+                  "--progress", "false", *x.curation),
             outs=(Out(str(at.curated)),),
             done=("curated/_SUCCESS", "curated/report.json", "curated/data/part-*"),
             params=(cfg.curation_config,),

@@ -2,32 +2,30 @@
 
 Two kinds of data, told apart by their columns (any mix of parquet, jsonl[.gz] and, for the first kind, txt):
 
-- documents (``--text-column``, default ``text``; curated shards as they are): ``perplexity`` and
+- documents (``--text_column``, default ``text``; curated shards as they are): ``perplexity`` and
   ``next_token_accuracy`` over fixed-length blocks, packed exactly as training packs them (documents tokenized
-  without special tokens, joined by eos, cut into ``--block-size`` blocks; by default the training block size
+  without special tokens, joined by eos, cut into ``--block_size`` blocks; by default the training block size
   the checkpoint or the export's ``training.json`` records), so the number is the one training logs as
   ``val_ppl`` when the data and block size are the same;
-- prompts with references (``--prompt-column``, ``--references-column``; a reference is a string or a list of
+- prompts with references (``--prompt_column``, ``--references_column``; a reference is a string or a list of
   acceptable strings): the model continues each prompt (greedy unless ``--decoding`` says otherwise) and
   torchmetrics compares the continuation with the references: ``accuracy`` (exact match) and ``f1`` (token
   overlap), both after SQuAD's normalisation; ``bleu`` (corpus BLEU-4); ``rouge`` (ROUGE-1/2/L).
 
 Usage::
 
-    python -m modeling.evaluate --model runs/tiny-cpu/version_0/hf --data data/heldout \
-        --output out/metrics.json
-    python -m modeling.evaluate --model runs/tiny-cpu/version_0/checkpoints/last.ckpt \
-        --data 'data/qa/*.jsonl' \
-        --metrics accuracy,f1,bleu,rouge --prompt-column question --references-column answers --first-line
-    python -m modeling.evaluate --model runs/lora/version_0/hf --data data/heldout \
-        --device cuda --dtype bfloat16
+    python -m modeling.evaluate --model runs/tiny-cpu/version_0/hf --data data/heldout --output out/metrics.json
+    python -m modeling.evaluate --config configs/evaluate/qa.yaml --model runs/qa/version_0/checkpoints/last.ckpt
+    python -m modeling.evaluate --model runs/qa/version_0/checkpoints/last.ckpt --data 'data/qa/*.jsonl' \\
+        --metrics accuracy,f1,bleu,rouge --prompt_column question --references_column answers --first_line
+    python -m modeling.evaluate --model runs/lora/version_0/hf --data data/heldout --device cuda --dtype bfloat16
 
+Every key of the YAML config (``configs/evaluate/``) is a flag; ``--print_config`` prints the resolved config.
 Without ``--metrics`` every metric the data's columns allow is computed.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -37,10 +35,9 @@ from typing import Any
 
 # The command alone lives here (the docstring above is its --help): its library is modeling.evaluation, and the
 # inference it shares with modeling.generate is modeling.inference.
-from common.errors import run_main
+from common.cli import Command, run_command
 from common.files import detect_format
-from modeling.cli_args import add_model_arguments
-from modeling.evaluation.config import LM_METRICS, TASK_METRICS, EvaluateConfig, EvaluateError
+from modeling.evaluation.config import EvaluateConfig, EvaluateError
 from modeling.evaluation.data import choose_metrics, resolve_data
 from modeling.evaluation.perplexity import choose_block_size, language_model_metrics
 from modeling.evaluation.tasks import task_metrics
@@ -110,67 +107,19 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     return result
 
 
-def parser() -> argparse.ArgumentParser:
-    d = EvaluateConfig(model="", data=())
-    p = argparse.ArgumentParser(
-        prog="python -m modeling.evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--data", required=True, nargs="+", help="held-out files, directories or globs")
-    p.add_argument(
-        "--metrics",
-        help=f"comma-separated subset of {','.join(LM_METRICS + TASK_METRICS)} "
-        "(default: all the data's columns allow)",
-    )
-    p.add_argument("--text-column", default=d.text_column, help="documents column (default: text)")
-    p.add_argument("--prompt-column", default=d.prompt_column, help="prompts column (default: prompt)")
-    p.add_argument(
-        "--references-column",
-        default=d.references_column,
-        help="references column, a string or a list of strings per row (default: reference)",
-    )
-    p.add_argument(
-        "--block-size",
-        type=int,
-        help="tokens per perplexity block (default: the training block size the checkpoint or the "
-        "export's training.json records, else the tokenizer's model_max_length, else the model's "
-        "positions up to 1024)",
-    )
-    p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="blocks or prompts per batch (default 8)"
-    )
-    p.add_argument("--max-docs", type=int, help="read at most this many documents / prompt rows")
-    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="longest answer (default 32)")
-    p.add_argument(
-        "--decoding", default=d.decoding, help="greedy (default) or a sampling setting like t0.7_p0.9"
-    )
-    p.add_argument(
-        "--seed", type=int, default=d.seed, help="sampling seed when --decoding samples (default 0)"
-    )
-    p.add_argument("--first-line", action="store_true", help="score only the first line of each answer")
-    p.add_argument("--output", default=d.output, help="metrics JSON (default: metrics.json)")
-    p.add_argument("--predictions", help="also write prompt, references and answer per row to this JSONL")
-    add_model_arguments(p, d.log_every)
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> EvaluateConfig:
-    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip()) if a.metrics else None
-    values = {k: v for k, v in vars(a).items() if k not in ("metrics", "data")}
-    return EvaluateConfig(data=tuple(a.data), metrics=metrics, **values)
+COMMAND = Command(prog="python -m modeling.evaluate", description=__doc__, config=EvaluateConfig)
+"""Every field of :class:`EvaluateConfig` is a flag and a YAML key (``configs/evaluate/``)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a usage error, with the message on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
 
-    def run() -> None:
-        result = evaluate(config_from_args(args))
+    def run(cfg: EvaluateConfig, _: object) -> None:
+        result = evaluate(cfg)
         print(json.dumps(result["metrics"], indent=2))
 
-    return run_main(run)
+    return run_command(COMMAND, argv, run)
 
 
 if __name__ == "__main__":

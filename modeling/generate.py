@@ -9,32 +9,32 @@ Usage::
 
     # the shipped domain prompts, one sampling setting (temperature 0.8, top-p 0.95, top-k 50)
     python -m modeling.generate --model runs/tiny-cpu/version_0/hf --prompts configs/generate/prompts.txt
-    # greedy and two temperatures in one run, from a Lightning checkpoint, on a GPU in bfloat16
-    python -m modeling.generate --model runs/tiny-cpu/version_0/checkpoints/last.ckpt \
-        --prompts configs/generate/prompts.txt --settings greedy,t0.7,t1.0_p0.9 --num-return-sequences 3 \
-        --device cuda --dtype bfloat16 --output out/samples.jsonl
+    # the shipped config: greedy and two temperatures, three samples each
+    python -m modeling.generate --config configs/generate/review.yaml --model runs/tiny-cpu/version_0/hf
+    # from a Lightning checkpoint, on a GPU in bfloat16
+    python -m modeling.generate --model runs/tiny-cpu/version_0/checkpoints/last.ckpt \\
+        --settings greedy,t0.7,t1.0_p0.9 --num_return_sequences 3 --device cuda --dtype bfloat16 \\
+        --output out/samples.jsonl
     # a LoRA adapter directory (its base model is found through adapter_config.json)
     python -m modeling.generate --model runs/lora/version_0/hf --prompts prompts.jsonl
 
-Writes ``--output`` (JSONL, one row per sample) and, next to it, a Markdown report (``samples.md`` for
-``samples.jsonl``). The same model, prompts, seed, batch size and device give the same samples.
+Every key of the YAML config is a flag; ``--print_config`` prints the resolved config. Writes ``--output``
+(JSONL, one row per sample) and, next to it, a Markdown report (``samples.md`` for ``samples.jsonl``). The same model, prompts, seed, batch size and device give the same samples.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # The command alone lives here (the docstring above is its --help): the inference it shares with modeling.evaluate
 # is modeling.inference, its files (prompts in, samples and report out) modeling.samples.
-from common.errors import run_main
-from modeling.cli_args import add_model_arguments
+from common.cli import Command, run_command
 from modeling.inference import (
     DecodingSetting,
     GenerateError,
@@ -88,10 +88,9 @@ def run_generation(
     return samples
 
 
-# ---------------------------------------------------------------------------------------------- CLI
 @dataclass(frozen=True)
 class GenerateConfig:
-    """Everything one ``python -m modeling.generate`` run needs; the flags map one to one."""
+    """Everything one ``python -m modeling.generate`` run needs: the YAML keys and the flags."""
 
     model: str
     """A Lightning ``.ckpt``, a Hugging Face model directory or a PEFT adapter directory."""
@@ -99,10 +98,16 @@ class GenerateConfig:
     """``.txt`` file (one prompt per line) or ``.jsonl`` (the ``prompt_field`` of each row)."""
     prompt_field: str = "prompt"
     """Field holding the prompt in a ``.jsonl`` prompts file."""
-    settings: tuple[DecodingSetting, ...] = field(
-        default_factory=lambda: (DecodingSetting.sampling(0.8, 0.95, 50),)
-    )
-    """Decoding settings, each applied to every prompt."""
+    settings: tuple[str, ...] = ()
+    """Decoding settings, each applied to every prompt: ``greedy`` or ``t<temp>[_p<top_p>][_k<top_k>]``, e.g.
+    ``[greedy, t0.7, t1.0_p0.9]``. Empty: one sampling setting from ``temperature``, ``top_p``, ``top_k``."""
+    temperature: float = 0.8
+    """Sampling temperature of the default setting (0 = greedy)."""
+    top_p: float = 0.95
+    """Nucleus sampling mass: of the default setting, and of ``settings`` entries that give none."""
+    top_k: int = 50
+    """Sample among the k most likely tokens (0 = all): of the default setting, and of ``settings`` entries
+    that give none."""
     max_new_tokens: int = 50
     """Most tokens generated per sample."""
     num_return_sequences: int = 1
@@ -122,88 +127,32 @@ class GenerateConfig:
     log_every: int = 10
     """Log progress every this many batches."""
 
-
-def parser() -> argparse.ArgumentParser:
-    d = GenerateConfig(model="")
-    p = argparse.ArgumentParser(
-        prog="python -m modeling.generate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--prompts", default=d.prompts, help=".txt (one prompt per line) or .jsonl (default: %(default)s)"
-    )
-    p.add_argument(
-        "--prompt-field", default=d.prompt_field, help="prompt field of a .jsonl file (default: prompt)"
-    )
-    p.add_argument(
-        "--settings",
-        help="comma-separated decoding settings: greedy, t<temp>[_p<top_p>][_k<top_k>], "
-        "e.g. greedy,t0.7,t1.0_p0.9 (default: one from --temperature/--top-p/--top-k)",
-    )
-    p.add_argument(
-        "--temperature", type=float, default=0.8, help="sampling temperature; 0 = greedy (default 0.8)"
-    )
-    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
-    p.add_argument(
-        "--top-k", type=int, default=50, help="sample among the k most likely tokens; 0 = all (default 50)"
-    )
-    p.add_argument(
-        "--max-new-tokens", type=int, default=d.max_new_tokens, help="tokens per sample (default 50)"
-    )
-    p.add_argument(
-        "--num-return-sequences",
-        type=int,
-        default=d.num_return_sequences,
-        help="samples per prompt and sampling setting (default 1)",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help="sampling seed (default 0)")
-    p.add_argument(
-        "--batch-size", type=int, default=d.batch_size, help="prompts per generate call (default 8)"
-    )
-    p.add_argument("--output", default=d.output, help="JSONL output; the report is written next to it as .md")
-    add_model_arguments(p, d.log_every)
-    return p
-
-
-def config_from_args(a: argparse.Namespace) -> GenerateConfig:
-    if a.settings:
-        settings = tuple(
-            DecodingSetting.parse(s, a.top_p, a.top_k) for s in a.settings.split(",") if s.strip()
-        )
-    else:
+    def decoding_settings(self) -> tuple[DecodingSetting, ...]:
+        """The settings as :class:`DecodingSetting` objects (a typo is a :class:`GenerateError` naming it)."""
+        if self.settings:
+            return tuple(DecodingSetting.parse(s, self.top_p, self.top_k) for s in self.settings)
         try:
-            settings = (DecodingSetting.sampling(a.temperature, a.top_p, a.top_k),)
+            return (DecodingSetting.sampling(self.temperature, self.top_p, self.top_k),)
         except GenerateError as err:
-            raise GenerateError(f"--temperature/--top-p/--top-k: {err}") from err
-    return GenerateConfig(
-        model=a.model,
-        prompts=a.prompts,
-        prompt_field=a.prompt_field,
-        settings=settings,
-        max_new_tokens=a.max_new_tokens,
-        num_return_sequences=a.num_return_sequences,
-        seed=a.seed,
-        batch_size=a.batch_size,
-        output=a.output,
-        device=a.device,
-        dtype=a.dtype,
-        tokenizer=a.tokenizer,
-        log_every=a.log_every,
-    )
+            raise GenerateError(f"--temperature/--top_p/--top_k: {err}") from err
+
+
+COMMAND = Command(prog="python -m modeling.generate", description=__doc__, config=GenerateConfig)
+"""Every field of :class:`GenerateConfig` is a flag and a YAML key."""
 
 
 def generate(cfg: GenerateConfig) -> list[Sample]:
     """Load, generate, write the JSONL and the Markdown report; returns the samples."""
+    settings = cfg.decoding_settings()  # a typo fails before the model loads
     prompts = read_prompts(cfg.prompts, cfg.prompt_field)
     model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype, cfg.tokenizer)
     device = next(model.parameters()).device
-    log.info("%d prompts x %d settings on %s (%s)", len(prompts), len(cfg.settings), device, model.dtype)
+    log.info("%d prompts x %d settings on %s (%s)", len(prompts), len(settings), device, model.dtype)
     samples = run_generation(
         model,
         tokenizer,
         prompts,
-        cfg.settings,
+        settings,
         cfg.max_new_tokens,
         cfg.num_return_sequences,
         cfg.batch_size,
@@ -211,7 +160,7 @@ def generate(cfg: GenerateConfig) -> list[Sample]:
         cfg.log_every,
     )
     out = write_jsonl(samples, cfg.output)
-    names = ", ".join(s.name for s in cfg.settings)
+    names = ", ".join(s.name for s in settings)
     header = [
         f"{len(samples)} samples of {len(prompts)} prompts · settings {names}"
         f" · seed {cfg.seed} · at most {cfg.max_new_tokens} new tokens · {device.type}, "
@@ -226,12 +175,11 @@ def generate(cfg: GenerateConfig) -> list[Sample]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for a usage error, with the message on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
 
-    def run() -> None:
-        generate(config_from_args(args))
+    def run(cfg: GenerateConfig, _: object) -> None:
+        generate(cfg)
 
-    return run_main(run)
+    return run_command(COMMAND, argv, run)
 
 
 if __name__ == "__main__":

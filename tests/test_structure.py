@@ -23,7 +23,7 @@ CURATION_CONTRACT = {"IncompleteOutputError", "curated_data_dir", "require_compl
 """What another package may import from curation: ``from curation import <one of these>``."""
 
 USER_ERRORS = {
-    "common.files.InputError", "common.config.ConfigError",
+    "common.files.InputError", "common.config.ConfigError", "common.cli.CliError",
     "curation.layout.OutputError", "curation.layout.IncompleteOutputError",
     "modeling.model_config.ModelConfigError", "modeling.data.DataConfigError", "modeling.export.ModelLoadError",
     "modeling.evaluation.config.EvaluateError", "modeling.inference.GenerateError", "modeling.runs.ResumeMismatchError",
@@ -133,13 +133,19 @@ def test_old_import_locations_still_work():
 
 
 def test_commands_report_user_errors_through_run_main():
-    """Each command's module uses the one helper, and none prints its own usage error with a bare ``return 2``."""
+    """Each command's module uses the one helper, and none prints its own usage error with a bare ``return 2``.
+    All but training (LightningCLI, jsonargparse itself) parse through common.cli, none with argparse."""
     commands = ["curation/__main__.py", "modeling/train.py", "modeling/tokenizer/cli.py", "modeling/evaluate.py",
                 "modeling/generate.py", "launch/pipeline.py", "launch/dvc.py"]
     for rel in commands:
         tree = ast.parse((REPO / rel).read_text(encoding="utf-8"))
         calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        assert "run_main" in calls, rel
+        assert {"run_main", "run_command"} & calls, rel
+        imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "argparse" not in imported, f"{rel}: parse with common.cli (one command-line style)"
+        if rel != "modeling/train.py":
+            assert "common.cli" in modules, rel
         returns_two = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Return)
                        and isinstance(n.value, ast.Constant) and n.value.value == USAGE_ERROR]
         assert not returns_two, f"{rel}:{returns_two}: raise a UserError instead; run_main reports it"

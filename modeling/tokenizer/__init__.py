@@ -3,14 +3,8 @@
 A domain tokenizer keeps the domain's terms whole ("myocardial infarction" in a clinical corpus) where a
 general one shreds them into many pieces, which costs context length and makes the terms harder to learn.
 
-Usage:
-    python -m modeling.tokenizer train --input data/curated --output out/tokenizer-unigram-32k \\
-        --config configs/tokenizer/unigram-32k.yaml
-    python -m modeling.tokenizer train --input 'data/curated/*.parquet' --output out/tokenizer-bpe \\
-        --model bpe --vocab-size 32000 --max-docs 1000000
-    python -m modeling.tokenizer inspect --tokenizer out/tokenizer-unigram-32k --text "myocardial infarction"
-    python -m modeling.tokenizer inspect --tokenizer out/tok-clinical --tokenizer out/tok-general \\
-        --eval data/heldout --text "myocardial infarction"
+Usage: see ``python -m modeling.tokenizer --help`` (:mod:`modeling.tokenizer.cli`); every key of the YAML
+config (``configs/tokenizer/``) is also a flag (``--vocab_size 8000``).
 
 The output directory loads with ``AutoTokenizer.from_pretrained(dir)`` (special tokens set) and its
 ``tokenizer.json`` with ``PreTrainedTokenizerFast(tokenizer_file=...)``; ``train_stats.json`` next to it
@@ -28,10 +22,10 @@ normalized text, spaces, tabs and newlines included (``pre_tokenizers.Whitespace
 
 The package, one concern a module: ``config`` (what to train), ``pipeline`` (the tokenizers pipeline and the
 directory transformers loads), ``training`` (streaming the corpus, held-out split, statistics), ``report`` (the
-compression figures and ``inspect``), ``load`` (the one tokenizer loader every stage uses), ``cli``.
+compression figures and ``inspect``), ``load`` (the one tokenizer loader every stage uses), ``cli`` (the command, on :mod:`common.cli`).
 """
 
-from modeling.tokenizer.cli import build_parser, config_from_args, main
+from modeling.tokenizer.cli import InspectConfig, main, parse_train
 from modeling.tokenizer.config import (
     CONTINUATION_PREFIX,
     SPACE_MARK,
@@ -47,8 +41,8 @@ from modeling.tokenizer.report import format_inspect_report, inspect_tokenizers,
 from modeling.tokenizer.training import CorpusSplit, count_docs, is_heldout, train_tokenizer
 
 __all__ = [
-    "CONTINUATION_PREFIX", "SPACE_MARK", "STATS_FILE", "CorpusSplit", "ModelType", "NormalizerType",
-    "TokenizerTrainConfig", "TokenizerTrainError", "add_bos_eos", "build_parser", "build_tokenizer", "check_eos",
-    "config_from_args", "count_docs", "format_inspect_report", "inspect_tokenizers", "is_heldout", "load_tokenizer",
-    "main", "measure_compression", "min_vocab_size", "save_transformers_dir", "train_tokenizer",
+    "CONTINUATION_PREFIX", "SPACE_MARK", "STATS_FILE", "CorpusSplit", "InspectConfig", "ModelType",
+    "NormalizerType", "TokenizerTrainConfig", "TokenizerTrainError", "add_bos_eos", "build_tokenizer", "check_eos",
+    "count_docs", "format_inspect_report", "inspect_tokenizers", "is_heldout", "load_tokenizer",
+    "main", "measure_compression", "min_vocab_size", "parse_train", "save_transformers_dir", "train_tokenizer",
 ]

@@ -1,88 +1,95 @@
 """Train domain tokenizers on curated shards and inspect how they split text.
 
-``python -m modeling.tokenizer train|inspect`` (usage in the package notes, ``modeling/tokenizer/__init__.py``). The
-flags and YAML keys of ``train`` both come from TokenizerTrainConfig's fields.
+Usage::
+
+    python -m modeling.tokenizer train --config configs/tokenizer/unigram-32k.yaml --input data/curated \\
+        --output out/tokenizer-unigram-32k
+    python -m modeling.tokenizer train --input 'data/curated/*.parquet' --output out/tokenizer-bpe --model bpe \\
+        --vocab_size 32000 --max_docs 1000000
+    python -m modeling.tokenizer train --config configs/tokenizer/demo.yaml --print_config
+    python -m modeling.tokenizer inspect --tokenizer out/tok-clinical --tokenizer out/tok-general \\
+        --eval data/heldout --text "myocardial infarction"
+
+``train`` takes every key of its YAML config as a flag (:class:`TokenizerTrainConfig`), ``inspect`` those of
+:class:`InspectConfig`; without a subcommand the command is ``train``. The output directory loads with
+``AutoTokenizer.from_pretrained(dir)``; more in the package notes (``modeling/tokenizer/__init__.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
-from dataclasses import MISSING, fields
-from typing import Any
+from dataclasses import dataclass
 
-from common.config import ConfigError, from_dict, load_yaml
+from common.cli import CliError, Command, parse, run_command
 from common.errors import run_main
-from common.files import InputError
-from modeling.cli_args import add_config_flags
 from modeling.tokenizer.config import TokenizerTrainConfig, TokenizerTrainError
 from modeling.tokenizer.report import format_inspect_report, inspect_tokenizers
 from modeling.tokenizer.training import train_tokenizer
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """``train`` gets one flag per config field (``vocab_size`` -> ``--vocab-size``); ``inspect`` its own."""
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling.tokenizer", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser(
-        "train", help="train a tokenizer on curated shards", argument_default=argparse.SUPPRESS,
-        description="Train a tokenizer. Precedence: flags > --config YAML > defaults.",
-    )
-    train.add_argument("--config", help="YAML file whose keys are these flags' names (vocab_size: 32000)")
-    add_config_flags(train, TokenizerTrainConfig)
+@dataclass(frozen=True)
+class InspectConfig:
+    """What ``python -m modeling.tokenizer inspect`` compares."""
 
-    insp = sub.add_parser("inspect", help="show how tokenizers split text and compare their compression")
-    insp.add_argument("--tokenizer", action="append", required=True,
-                      help="tokenizer directory or tokenizer.json; repeat to compare several")
-    insp.add_argument("--text", action="append", default=[], help="text to split; repeatable")
-    insp.add_argument("--eval", nargs="+", help="held-out shards (files, dirs, globs) to measure compression on")
-    insp.add_argument("--text-column", default="text", help="text column of the --eval shards (default: text)")
-    insp.add_argument("--max-docs", type=int, default=1000, help="documents read from --eval (default: 1000)")
-    insp.add_argument("--json", action="store_true", help="print the report as JSON")
-    return parser
+    tokenizer: tuple[str, ...]
+    """Tokenizer directories or tokenizer.json files; several to compare them side by side."""
+    text: tuple[str, ...] = ()
+    """Texts to show split into pieces."""
+    eval: tuple[str, ...] = ()
+    """Held-out shards (files, directories, globs) to measure compression on (chars and bytes per token)."""
+    text_column: str = "text"
+    """Text column of the ``eval`` shards."""
+    max_docs: int = 1000
+    """Documents read from ``eval``."""
+    json: bool = False
+    """Print the report as JSON instead of a table."""
+
+    def __post_init__(self) -> None:
+        if not self.tokenizer:
+            raise ValueError("no tokenizer to inspect: pass --tokenizer DIR (repeat it to compare several)")
+        if self.max_docs < 1:
+            raise ValueError(f"max_docs is {self.max_docs}: pass --max_docs >= 1")
 
 
-def config_from_args(args: argparse.Namespace) -> TokenizerTrainConfig:
-    """Merge defaults, the ``--config`` YAML and the flags (in rising precedence) into a config.
+TRAIN = Command(prog="python -m modeling.tokenizer train", description=__doc__, config=TokenizerTrainConfig)
+INSPECT = Command(prog="python -m modeling.tokenizer inspect", description=__doc__, config=InspectConfig)
+SUBCOMMANDS = {"train": TRAIN, "inspect": INSPECT}
 
-    The YAML goes through the same strict loader as every other config of the project (unknown keys,
-    wrong choices and non-boolean switches are errors naming the key)."""
-    config_path = getattr(args, "config", None)
-    values: dict[str, Any] = {}
-    try:
-        if config_path:
-            values = {str(k).replace("-", "_"): v for k, v in load_yaml(config_path).items()}
-        values.update({k: v for k, v in vars(args).items() if k not in ("command", "config")})
-        missing = [f.name for f in fields(TokenizerTrainConfig) if f.default is MISSING and f.name not in values]
-        if missing:
-            raise InputError(
-                "missing " + ", ".join(f"--{m.replace('_', '-')}" for m in missing) + " (pass the flag or set it "
-                "in the --config YAML)"
-            )
-        return from_dict(TokenizerTrainConfig, values, where=config_path or "flags")
-    except ConfigError as err:
-        raise InputError(str(err)) from err
+
+def split_subcommand(argv: Sequence[str] | None) -> tuple[Command, list[str]]:
+    """(the subcommand's :class:`Command`, its arguments); a first argument that is a flag means ``train``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and not args[0].startswith("-"):
+        if args[0] not in SUBCOMMANDS:
+            raise CliError(f"unknown command {args[0]!r}: use `python -m modeling.tokenizer train` or `inspect`")
+        return SUBCOMMANDS[args[0]], args[1:]
+    return TRAIN, args
+
+
+def parse_train(argv: Sequence[str]) -> TokenizerTrainConfig:
+    """The training config of ``train``'s arguments (``--config`` YAML files, then flags); tests use it."""
+    return parse(TRAIN, argv).config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (2 for a usage error with a message on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
 
-    def run() -> None:
-        if args.command == "train":
-            stats = train_tokenizer(config_from_args(args))
-            print(json.dumps({k: stats[k] for k in ("vocab_size", "train_docs", "train_seconds", "heldout")}))
-        else:
-            report = inspect_tokenizers(args.tokenizer, args.text, args.eval, args.text_column, args.max_docs)
-            print(json.dumps(report, indent=2, ensure_ascii=False) if args.json else format_inspect_report(report))
+    def train(cfg: TokenizerTrainConfig, _: object) -> None:
+        stats = train_tokenizer(cfg)
+        print(json.dumps({k: stats[k] for k in ("vocab_size", "train_docs", "train_seconds", "heldout")}))
 
-    # a tokenizer that cannot be trained, and the tokenizers library's own ValueErrors, are usage errors too
-    return run_main(run, also=(TokenizerTrainError, ValueError))
+    def inspect(cfg: InspectConfig, _: object) -> None:
+        report = inspect_tokenizers(cfg.tokenizer, cfg.text, cfg.eval or None, cfg.text_column, cfg.max_docs)
+        print(json.dumps(report, indent=2, ensure_ascii=False) if cfg.json else format_inspect_report(report))
 
+    def run() -> int:
+        command, args = split_subcommand(argv)
+        # a tokenizer that cannot be trained, and the tokenizers library's own ValueErrors, are usage errors too
+        return run_command(command, args, train if command is TRAIN else inspect,
+                           also=(TokenizerTrainError, ValueError))
+
+    return run_main(run)

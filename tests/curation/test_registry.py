@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common.cli import parse
 from curation import __main__ as cli
 from curation import columns
 from curation.config import ConfigError, RunConfig, from_dict, run_config_class
@@ -180,11 +181,13 @@ def test_a_registered_step_gets_a_config_section_a_flag_and_its_place():
         from_dict(RunConfig, {"steps": ["spam"]})  # the real registry has no such step
 
 
-def test_a_registered_flag_reaches_the_step_config(monkeypatch):
-    monkeypatch.setattr(cli, "RunConfig", ToyRunConfig)
-    args = cli.parser().parse_args(["run", "--spam-word", "casino", "--languages", "en,de"])
-    overrides = cli.overrides_from_args(args)
-    assert overrides["spam"] == {"word": "casino"} and overrides["language"]["languages"] == ["en", "de"]
+def test_a_registered_flag_reaches_the_step_config():
+    cfg = parse(cli.command(ToyRunConfig), ["--spam-word", "casino", "--languages", "en,de", "--input", "x",
+                                            "--output", "o"]).config
+    assert cfg.spam == SpamConfig("casino") and cfg.language.languages == ("en", "de")
+    # every option of a registered step is also a dotted flag, without declaring anything
+    cfg = parse(cli.command(ToyRunConfig), ["--spam.word=lottery", "--input", "x", "--output", "o"]).config
+    assert cfg.spam == SpamConfig("lottery")
 
 
 def test_clean_stage_runs_the_registered_clean_steps_in_order_without_ray():

@@ -70,7 +70,7 @@ def test_pipeline_stages_are_the_table_rows(tmp_path):
         for out in spec.outs:
             assert Path(out.path).is_relative_to(cfg.output)
     assert [s.name for s in stages if s.clean] == ["train"]
-    assert table[-1].args[-2:] == ("--max-new-tokens", "40")
+    assert table[-1].args[-2:] == ("--max_new_tokens", "40")
 
 
 def test_upstream_is_exactly_the_stages_whose_outputs_a_command_names():

@@ -18,18 +18,18 @@ import yaml
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from common.errors import UserError
 from curation.paths import InputError
 from modeling.tokenizer import (
     CorpusSplit,
     TokenizerTrainConfig,
     TokenizerTrainError,
-    build_parser,
-    config_from_args,
     count_docs,
     format_inspect_report,
     inspect_tokenizers,
     is_heldout,
     main,
+    parse_train,
     train_tokenizer,
 )
 
@@ -373,22 +373,19 @@ def test_flags_override_yaml_and_yaml_overrides_defaults(tmp_path: Path) -> None
     conf = tmp_path / "tok.yaml"
     conf.write_text("# python -m modeling.tokenizer train --config tok.yaml\nmodel: bpe\nvocab_size: 900\n"
                     "extra_special_tokens: ['<|a|>', '<|b|>']\nadd_bos_eos: true\n")
-    args = build_parser().parse_args(["train", "--config", str(conf), "--input", "x", "y", "--output", "o",
-                                      "--vocab-size", "700", "--no-add-bos-eos"])
-    cfg = config_from_args(args)
+    cfg = parse_train(["--config", str(conf), "--input", "x", "y", "--output", "o", "--vocab-size", "700",
+                       "--no-add-bos-eos"])
     assert (cfg.model, cfg.vocab_size, cfg.input, cfg.add_bos_eos) == ("bpe", 700, ("x", "y"), False)
     assert cfg.extra_special_tokens == ("<|a|>", "<|b|>") and cfg.text_column == "text"
 
     conf.write_text("vocab_sise: 900\n")
-    with pytest.raises(InputError, match=r"unknown key\(s\) \['vocab_sise'\].*vocab_size"):
-        config_from_args(build_parser().parse_args(["train", "--config", str(conf), "--input", "x",
-                                                    "--output", "o"]))
+    with pytest.raises(UserError, match=r"unknown key\(s\) \['vocab_sise'\].*vocab_size"):
+        parse_train(["--config", str(conf), "--input", "x", "--output", "o"])
     conf.write_text("vocab_size: 32k\n")
-    with pytest.raises(InputError, match=r"vocab_size: must be a whole number, got '32k'"):
-        config_from_args(build_parser().parse_args(["train", "--config", str(conf), "--input", "x",
-                                                    "--output", "o"]))
-    with pytest.raises(InputError, match="missing --output"):
-        config_from_args(build_parser().parse_args(["train", "--input", "x"]))
+    with pytest.raises(UserError, match=r"vocab_size: must be a whole number, got '32k'"):
+        parse_train(["--config", str(conf), "--input", "x", "--output", "o"])
+    with pytest.raises(UserError, match="missing --output"):
+        parse_train(["--input", "x"])
 
 
 def test_every_tokenizer_config_parses_and_names_its_command() -> None:
@@ -397,8 +394,7 @@ def test_every_tokenizer_config_parses_and_names_its_command() -> None:
     for path in paths:
         first = path.read_text().splitlines()[0]
         assert first.startswith("# python -m modeling.tokenizer train") and f"configs/tokenizer/{path.name}" in first
-        args = build_parser().parse_args(["train", "--config", str(path), "--input", "x", "--output", "o"])
-        cfg = config_from_args(args)
+        cfg = parse_train(["--config", str(path), "--input", "x", "--output", "o"])
         assert set(yaml.safe_load(path.read_text())) <= set(cfg.__dataclass_fields__)
 
 
