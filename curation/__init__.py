@@ -3,8 +3,9 @@
 __all__ = ["__version__"]
 __version__ = "0.1.0"
 
-# Curation's output contract, public to the later stages: where a curation output's shards are, and whether the
-# run that wrote it finished (``_SUCCESS``). Everything else in the package is its own business.
-from curation.layout import IncompleteOutputError, curated_data_dir, require_complete
+# Curation's output contract, public to the later stages: where a curation output's training shards and its
+# held-out split are, and whether the run that wrote it finished (``_SUCCESS``). Everything else in the package
+# is its own business.
+from curation.layout import IncompleteOutputError, curated_data_dir, curated_heldout_dir, require_complete
 
-__all__ += ["IncompleteOutputError", "curated_data_dir", "require_complete"]
+__all__ += ["IncompleteOutputError", "curated_data_dir", "curated_heldout_dir", "require_complete"]

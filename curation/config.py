@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from common.config import ConfigError, from_dict, load_yaml, merge, to_dict
 from curation import columns
 from curation.io import ReaderConfig, WriterConfig
+from curation.split import SplitConfig
 from curation.steps import registry
 from curation.steps.registry import Phase, StepSpec
 
@@ -52,6 +53,8 @@ class RunOptions:
     """Show Ray Data's progress bars."""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    """The held-out split written to ``heldout/`` beside ``data/`` (see :mod:`curation.split`)."""
 
     step_specs: ClassVar[tuple[StepSpec, ...]] = ()
     """Every step this config class knows, in run order (see :func:`run_config_class`)."""
@@ -63,6 +66,7 @@ class RunOptions:
             raise ConfigError(f"steps: unknown step(s) {unknown}; valid steps are {','.join(names)}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.split.check_steps(self.steps)
 
     @property
     def ordered_steps(self) -> tuple[str, ...]:

@@ -3,7 +3,9 @@
 An output folder looks like this::
 
     OUTPUT/
-      data/part-NNNNN.parquet     the curated shards (what training reads)
+      data/part-NNNNN.parquet     the curated shards (what the tokenizer and training read)
+      heldout/part-NNNNN.parquet  the held-out split (split.heldout_fraction > 0): same format and columns, never
+                                  trained on, for evaluation; no document is on both sides (see curation.split)
       dropped/part-NNNNN.parquet  with writer.write_dropped: id and drop_reason of every removed row
       report.json, report.md, languages.png, lengths.png
       _SUCCESS                    the completion marker, written last (JSON: rows, shards, finish time)
@@ -14,14 +16,15 @@ An output folder looks like this::
 The rules (each one a test):
 - The tool deletes only files it wrote itself (the names in its manifest, or its own temporary files), and
   only folders it created, once they are empty. A user's file in ``data/`` survives ``--overwrite``.
-- A folder whose ``data/`` or ``report.json`` was not written by this tool is refused, never cleared.
+- A folder whose ``data/``, ``heldout/`` or ``report.json`` was not written by this tool is refused, never cleared.
 - Output inside an input, or an input inside the output, is refused before anything is written.
 - Writability is proved before Ray starts, by writing the manifest.
 - A run's last acts are the report and then ``_SUCCESS``. Starting a run into an existing output first removes
   the old marker and report, so an interrupted rerun can never pass for finished. Every consumer (tokenizer,
   training, evaluation, the one-command pipeline) refuses a curation output without ``_SUCCESS``.
 
-Pure Python, no Ray: modeling imports :func:`require_complete` and :func:`curated_data_dir` from here.
+Pure Python, no Ray: modeling imports :func:`require_complete`, :func:`curated_data_dir` and
+:func:`curated_heldout_dir` from here.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ from curation.paths import CURATION_MANIFEST, InputError
 
 DATA_DIR = "data"
 """Curated shards: ``OUTPUT/data/part-NNNNN.<ext>`` reads as one dataset (``pq.read_table("OUTPUT/data")``)."""
+HELDOUT_DIR = "heldout"
+"""The held-out split: ``OUTPUT/heldout/part-NNNNN.<ext>``, the same shards, format and columns as ``data/``.
+Absent when the run's ``split.heldout_fraction`` is 0."""
 DROPPED_DIR = "dropped"
 """With ``writer.write_dropped``: ``OUTPUT/dropped/part-NNNNN.<ext>``, every removed id and its reason."""
 STATE_DIR = ".curation"
@@ -60,7 +66,9 @@ kernel releases it when the holder dies, so a killed run never leaves a stale lo
 MARKER = "_SUCCESS"
 """Completion marker. Its presence means: the conservation check passed and report.json is this run's."""
 REPORT_FILES = ("report.json", "report.md", "languages.png", "lengths.png")
-OWN_NAMES = (DATA_DIR, DROPPED_DIR, MARKER, *REPORT_FILES)
+SHARD_DIRS = (DATA_DIR, HELDOUT_DIR, DROPPED_DIR)
+"""The folders of shards this tool writes, and may leave temporaries in."""
+OWN_NAMES = (*SHARD_DIRS, MARKER, *REPORT_FILES)
 """Names this tool writes at the top of an output folder; if any exists there without a manifest, the folder
 holds someone else's data and is refused."""
 TMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
@@ -80,13 +88,14 @@ class IncompleteOutputError(InputError):
 
 
 def curation_root(path: str | os.PathLike[str]) -> Path | None:
-    """The curation output folder that ``path`` is, or lies in (``OUTPUT/data/part-0.parquet``), or None."""
+    """The curation output folder that ``path`` is, or lies in (``OUTPUT/data/part-0.parquet``,
+    ``OUTPUT/heldout``), or None."""
     p = Path(path).absolute()
     for candidate in (p, *p.parents):
         if (candidate / MANIFEST).is_file():
             return candidate
-        if candidate.name != DATA_DIR and candidate != p:
-            # only OUTPUT itself, OUTPUT/data and files inside OUTPUT/data count: a curation output kept
+        if candidate.name not in (DATA_DIR, HELDOUT_DIR) and candidate != p:
+            # only OUTPUT itself, OUTPUT/data, OUTPUT/heldout and files in them count: a curation output kept
             # somewhere inside a bigger tree does not capture the whole tree
             break
     return None
@@ -120,6 +129,20 @@ def curated_data_dir(path: str | os.PathLike[str]) -> Path:
     if p.is_dir() and (p / MANIFEST).is_file():
         return p / DATA_DIR
     return p
+
+
+def curated_heldout_dir(path: str | os.PathLike[str]) -> Path:
+    """``OUTPUT/heldout`` of a curation output folder ``path`` (or of its ``data/``): the documents that
+    training never saw. Raises if unfinished, if ``path`` is no curation output, or if its run held none out."""
+    require_complete(path)
+    root = curation_root(path)
+    if root is None:
+        raise InputError(f"{path}: not a curation output folder (no {MANIFEST}), so it has no held-out split; "
+                         f"point at the folder `python -m curation run --output` wrote.")
+    if not (root / HELDOUT_DIR).is_dir():
+        raise InputError(f"{root} has no {HELDOUT_DIR}/ folder: its curation run held nothing out "
+                         f"(split.heldout_fraction was 0). Run curation again with --split.heldout_fraction 0.02.")
+    return root / HELDOUT_DIR
 
 
 # --------------------------------------------------------------------------------------- producer
@@ -210,7 +233,7 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def remove_tmp_files(out: Path, dirs: Sequence[str] = (DATA_DIR, DROPPED_DIR)) -> list[str]:
+def remove_tmp_files(out: Path, dirs: Sequence[str] = SHARD_DIRS) -> list[str]:
     """Remove this tool's temporary files (``TMP_RE``) that killed writers left in ``dirs``; returns them."""
     removed = []
     for d in dirs:
@@ -356,7 +379,7 @@ def _prepare_locked(state: OutputState, *, overwrite: bool, resume: bool, planne
         state.manifest.created_dirs = list(old.created_dirs)
     # a fresh run: create what is missing, remember what we created, prove the folder is writable
     try:
-        for d in (DATA_DIR, DROPPED_DIR):
+        for d in SHARD_DIRS:  # made when a shard is first written there, if the run writes any
             if not (out / d).exists():
                 created.append(d)
         state.manifest.created_dirs = sorted(set(state.manifest.created_dirs) | set(created))

@@ -8,7 +8,8 @@ Plan::
     in ``.curation/work/tasks/`` sorted by output shard, one Parquet row group per shard, plus a small JSON of
     its counts (the task's "done" mark)
           ─► stage 2, one Ray task per output shard: its row group of every task's result, the ``shard`` steps
-    (dedup, PII), sort by id, write ``data/part-NNNNN`` atomically, plus a JSON of the shard's counts
+    (dedup, PII), sort by id, the held-out split (:mod:`curation.split`), write ``data/part-NNNNN`` and
+    ``heldout/part-NNNNN`` atomically, plus a JSON of the shard's counts
           ─► report, conservation check, report files, then ``_SUCCESS`` (see :mod:`curation.layout`).
 
 Why through files and not a Ray shuffle: every finished read task and every finished shard is on disk, so a
@@ -39,7 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation import columns, layout, schema
+from curation import columns, layout, schema, split
 from curation.config import RunConfig, to_dict
 from curation.dedup import add_keys
 from curation.io import (
@@ -72,6 +73,7 @@ PARTITION_STEP = "dedup"
 rows are spread by the hash of their id."""
 EMPTY_AFTER_CLEANING = "empty_after_cleaning"
 DATA_DIR = layout.DATA_DIR
+HELDOUT_DIR = layout.HELDOUT_DIR
 DROPPED_DIR = layout.DROPPED_DIR
 TASKS_DIR = f"{layout.WORK_DIR}/tasks"
 SHARDS_DIR = f"{layout.WORK_DIR}/shards"
@@ -234,12 +236,14 @@ class ReadCleanStage:
 
 class ShardStage:
     """Ray adapter of stage 2: one output shard's rows from every read task; the ``shard`` steps (dedup, PII),
-    then dropped rows are set apart, the rest sorted by id and written atomically."""
+    then dropped rows are set apart, the rest sorted by id, split into training and held-out rows
+    (``heldout_fraction``: the run's effective fraction) and written atomically."""
 
-    def __init__(self, cfg: RunConfig, work: str, out_schema: str) -> None:
+    def __init__(self, cfg: RunConfig, work: str, out_schema: str, heldout_fraction: float = 0.0) -> None:
         self.cfg = cfg
         self.work = Path(work)
         self.out_schema = out_schema
+        self.heldout_fraction = heldout_fraction
         self.specs = cfg.selected_steps(SHARD)
         self._steps: list[BatchStep] | None = None
 
@@ -266,7 +270,8 @@ class ShardStage:
 
         tc = self.cfg.text_column
         if not pieces:  # no read task sent a row here (every input empty, or few rows and many shards)
-            layout.write_json_atomic(_shard_file(self.work, shard), {"summary": empty_summary(shard), "files": []})
+            layout.write_json_atomic(_shard_file(self.work, shard), {"summary": empty_summary(shard), "files": [],
+                                                                     "split": {}})
             return
         table = self.load(pieces)
         if self._steps is None:
@@ -280,17 +285,20 @@ class ShardStage:
         kept = kept.sort_by([(columns.ID, "ascending")])
         out = Path(self.cfg.output)
         files = []
-        if kept.num_rows:
-            name = f"{DATA_DIR}/{shard_name(shard, self.cfg.writer)}"
-            write_table(output_table(kept, tc, step_columns(self.cfg.step_specs)), out / name, self.cfg.writer)
-            files.append(name)
+        train, heldout = split.split_table(kept, self.cfg.split, self.heldout_fraction, tc)
+        for folder, rows in ((DATA_DIR, train), (HELDOUT_DIR, heldout)):
+            if rows.num_rows:
+                name = f"{folder}/{shard_name(shard, self.cfg.writer)}"
+                write_table(output_table(rows, tc, step_columns(self.cfg.step_specs)), out / name, self.cfg.writer)
+                files.append(name)
         if self.cfg.writer.write_dropped and dropped.num_rows:
             name = f"{DROPPED_DIR}/{shard_name(shard, self.cfg.writer)}"
             cols = dropped.select([columns.ID, columns.DROP_REASON]).rename_columns(["id", "drop_reason"])
             write_table(cols.sort_by([("id", "ascending")]), out / name, self.cfg.writer)
             files.append(name)
         summary = shard_summary(shard, kept, dropped, stats, tc, step_columns(self.cfg.selected_steps()))
-        layout.write_json_atomic(_shard_file(self.work, shard), {"summary": summary, "files": files})
+        sides = {"train": split.side_counts(train, tc), "heldout": split.side_counts(heldout, tc)}
+        layout.write_json_atomic(_shard_file(self.work, shard), {"summary": summary, "files": files, "split": sides})
 
 
 def init_ray(cfg: RunConfig) -> None:
@@ -311,13 +319,14 @@ def init_ray(cfg: RunConfig) -> None:
                  log_to_driver=True, configure_logging=False)
 
 
-def _write_empty_shard(cfg: RunConfig, out: Path, out_schema: pa.Schema) -> str:
-    """No row survived (or the inputs held none): one empty shard with the run's columns, so ``OUTPUT/data``
-    still reads as a table with a schema (``id``, the text, ``source`` at least) instead of as nothing."""
+def _write_empty_shard(cfg: RunConfig, out: Path, out_schema: pa.Schema, folder: str = DATA_DIR) -> str:
+    """No row survived (or the inputs held none), or none was held out: one empty shard with the run's columns,
+    so ``OUTPUT/data`` (``OUTPUT/heldout``) still reads as a table with a schema (``id``, the text, ``source`` at
+    least) instead of as nothing."""
     base = pa.schema([pa.field(columns.ID, pa.string()), pa.field(cfg.text_column, pa.large_string()),
                       pa.field(columns.SOURCE, pa.string())])
     full, _ = schema.unify([base, out_schema])
-    name = f"{DATA_DIR}/{shard_name(0, cfg.writer)}"
+    name = f"{folder}/{shard_name(0, cfg.writer)}"
     write_table(output_table(full.empty_table(), cfg.text_column, step_columns(cfg.step_specs)), out / name,
                 cfg.writer)
     return name
@@ -340,7 +349,8 @@ def plan_record(cfg: RunConfig, tasks: list[ReadTask], num_shards: int,
 
 
 def planned_files(cfg: RunConfig, num_shards: int) -> list[str]:
-    dirs = [DATA_DIR] + ([DROPPED_DIR] if cfg.writer.write_dropped else [])
+    dirs = ([DATA_DIR] + ([HELDOUT_DIR] if cfg.split.enabled else [])
+            + ([DROPPED_DIR] if cfg.writer.write_dropped else []))
     return [f"{d}/{shard_name(s, cfg.writer)}" for d in dirs for s in range(num_shards)]
 
 
@@ -388,7 +398,7 @@ def _stage1(cfg: RunConfig, tasks: list[ReadTask], num_shards: int, work: Path,
 
 
 def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema,
-            task_records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+            task_records: list[dict[str, Any]], heldout_fraction: float) -> tuple[list[dict[str, Any]], int]:
     """Run the shards not done yet; return every shard's record, in shard order, and how many ran."""
     import ray.data
 
@@ -402,7 +412,7 @@ def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema,
     ran = 0
     if todo:
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ran = _map_tasks(ds, ShardStage(cfg, str(work), schema.schema_to_json(out_schema)))
+        ran = _map_tasks(ds, ShardStage(cfg, str(work), schema.schema_to_json(out_schema), heldout_fraction))
     return [layout.read_json(_shard_file(work, s)) for s in range(num_shards)], ran
 
 
@@ -450,9 +460,13 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
     check_reader_conservation(task_records)  # fails here, before any shard is written, if a reader lost rows
     out_schema, stringified = schema.unify(
         schema.schema_from_json(p["schema"]) for rec in task_records for p in rec["parts"])
-    shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records)
-    if not any(f.startswith(f"{DATA_DIR}/") for r in shard_records for f in r["files"]):
-        shard_records[0]["files"].append(_write_empty_shard(cfg, out, out_schema))
+    # the cap on held-out documents, from counts every read task recorded: the same on --resume
+    fraction = split.effective_fraction(
+        cfg.split, split.candidate_docs(task_records, [s.name for s in cfg.selected_steps(CLEAN)]))
+    shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records, fraction)
+    for folder in [DATA_DIR] + ([HELDOUT_DIR] if cfg.split.enabled else []):
+        if not any(f.startswith(f"{folder}/") for r in shard_records for f in r["files"]):
+            shard_records[0]["files"].append(_write_empty_shard(cfg, out, out_schema, folder))
     t_end = time.time()
     report = build_report(
         [r["summary"] for r in shard_records],
@@ -472,6 +486,8 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
                         "shards": num_shards, "shards_reused": num_shards - shards_ran}
     try:
         check_conservation(report)
+        report["split"] = split.split_report(cfg.split, fraction, (r.get("split", {}) for r in shard_records),
+                                             report["rows_out"])
     except ConservationError:
         layout.write_json_atomic(out / layout.STATE_DIR / "report.failed.json", report)
         raise

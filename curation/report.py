@@ -244,6 +244,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"files: {len(files.get('read', []))} read, {len(files.get('corrupt', []))} corrupt, "
                      f"{len(files.get('empty', []))} empty, {len(files.get('skipped', []))} skipped "
                      f"(see report.md)")
+    sp = report.get("split")
+    if sp and sp["heldout_fraction"]:
+        lines.append(f"held-out split: {sp['heldout']['docs']:,} docs in heldout/, {sp['train']['docs']:,} in data/ "
+                     f"(fraction {sp['effective_fraction']:.4g}, keyed by {sp['key']})")
     if report["pii"]:
         lines.append("PII redacted: " + (", ".join(f"{k}={v:,}" for k, v in report["pii"].items() if v) or "none"))
     return lines
@@ -308,6 +312,16 @@ def render_markdown(report: dict[str, Any], plots: Sequence[str]) -> str:
     if report.get("columns_as_strings"):
         lines += ["", "Columns whose types differ between files, written as strings: "
                   + ", ".join(f"`{k}` ({' / '.join(v)})" for k, v in report["columns_as_strings"].items())]
+    sp = report.get("split")
+    if sp:
+        capped = (f", lowered from {sp['heldout_fraction']:.4g} by `heldout_max_docs` {sp['heldout_max_docs']:,}"
+                  if sp["effective_fraction"] != sp["heldout_fraction"] else "")
+        lines += ["", "## Held-out split", "",
+                  f"Fraction {sp['effective_fraction']:.4g}{capped}; a document's side is the hash of its "
+                  f"{sp['key']} (salt `{sp['salt']}`). Training reads `data/`, evaluation `heldout/`.", "",
+                  "| side | folder | documents | text bytes |", "|---|---|---:|---:|",
+                  f"| train | `data/` | {sp['train']['docs']:,} | {sp['train']['text_bytes']:,} |",
+                  f"| held-out | `heldout/` | {sp['heldout']['docs']:,} | {sp['heldout']['text_bytes']:,} |"]
     if report["pii"]:
         lines += ["", "## PII redacted", "", "| type | count |", "|---|---:|"]
         lines += [f"| {k} | {v:,} |" for k, v in report["pii"].items()]

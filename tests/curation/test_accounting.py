@@ -86,9 +86,9 @@ def test_mixed_column_types_across_files_give_one_schema(ray_local, tmp_path):
                                      "steps": ["normalize", "dedup"], "writer": {"num_shards": 3}}))
     assert report["rows_out"] == 11
     assert report["columns_as_strings"] == {"rating": ["int64", "string"]}
-    schemas = {str(pq.read_schema(p)) for p in (out / "data").glob("part-*.parquet")}
-    assert len(schemas) == 1  # every shard has the same schema, so the folder reads as one table
-    table = pq.read_table(out / "data")
+    schemas = {str(pq.read_schema(p)) for d in ("data", "heldout") for p in (out / d).glob("part-*.parquet")}
+    assert len(schemas) == 1  # every shard, held-out ones too, has the same schema: the folder reads as one table
+    table = _curated(out)
     assert sorted(v for v in table.column("rating").to_pylist() if v not in ("high", None)) == ["0", "1", "2", "3", "4"]
 
 
@@ -130,6 +130,13 @@ def test_a_reader_that_merges_records_stops_the_run_before_any_shard(ray_local, 
     with pytest.raises(ConservationError, match=r"a\.jsonl: the reader found 5 records but produced 4 rows"):
         pipeline.run(cfg)
     assert not list((tmp_path / "out" / "data").glob("part-*"))
+
+
+def _curated(out):
+    """Every curated row: the training side and the held-out split."""
+    import pyarrow as pa
+
+    return pa.concat_tables([pq.read_table(out / "data"), pq.read_table(out / "heldout")])
 
 
 def _messy_folder(d):
@@ -176,7 +183,7 @@ def test_messy_folder_every_record_accounted_for(ray_local, tmp_path):
     assert report["dropped"]["malformed_csv"] == 1 and report["dropped"]["corrupt_file"] == 1
     assert report["dropped"].get("malformed_json", 0) <= 1  # at most the line the truncation cut in half
     assert report["rows_in"] == report["read"]["records"] == sum(f["records"] for f in files["read"])
-    table = pq.read_table(out / "data")
+    table = _curated(out)
     rows = {r["id"]: r for r in table.to_pylist()}
     note = next(r for r in rows.values() if r["text"].startswith("A note with colliding"))
     assert note["drop_reason"] == "theirs" and note["input_lang"] == "their-lang" and note["lang"] == "en"
@@ -201,6 +208,7 @@ def test_nothing_to_keep_still_gives_a_table_with_columns(ray_local, tmp_path):
     report = run(build_config(None, {"input": [str(src)], "output": str(out), "progress": False,
                                      "quality": {"min_words": 3}}))
     assert report["rows_out"] == 0 and report["dropped"] == {"too_few_words": 1}
-    table = pq.read_table(out / "data")
-    assert table.num_rows == 0 and {"id", "text", "source", "extra"} <= set(table.column_names)
+    for folder in ("data", "heldout"):  # both sides read as a table with the run's columns
+        table = pq.read_table(out / folder)
+        assert table.num_rows == 0 and {"id", "text", "source", "extra"} <= set(table.column_names)
     assert (out / layout.MARKER).is_file()

@@ -222,3 +222,55 @@ def test_a_local_hf_folder_counts_as_an_input_for_nesting(tmp_path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(OutputError, match="lies inside the input"):
         _prepare("hfin/out", inputs=["hf://./hfin"])
+
+
+HELDOUT = ["heldout/part-00000.parquet", "heldout/part-00001.parquet"]
+
+
+def test_heldout_shards_follow_the_manifest_rules(tmp_path):
+    out = tmp_path / "o"
+    _prepare(out, files=FILES + HELDOUT).release()
+    assert "heldout" in Manifest.load(out).created_dirs and set(HELDOUT) <= set(Manifest.load(out).files)
+    _finish_fake_run(out)
+    (out / "heldout").mkdir()
+    for f in HELDOUT:
+        (out / f).write_text("held")
+    (out / "heldout" / ".part-00001.parquet.0123456789abcdef0123456789abcdef.tmp").write_text("half")
+    (out / "heldout" / "mine.txt").write_text("user")
+    # --overwrite into a run that holds nothing out: the old held-out shards go, the user's file stays
+    _prepare(out, overwrite=True).release()
+    assert sorted(p.name for p in (out / "heldout").iterdir()) == ["mine.txt"]
+    (out / "heldout" / "mine.txt").unlink()
+    _prepare(out, overwrite=True, files=FILES + HELDOUT).release()
+    (out / "heldout").mkdir()  # as the first held-out shard's write makes it
+    for f in HELDOUT:
+        (out / f).write_text("held")
+    _prepare(out, overwrite=True).release()
+    assert not (out / "heldout").exists()  # created by the tool, emptied: removed
+
+
+def test_consumers_find_the_heldout_split_and_refuse_it_unfinished(tmp_path):
+    out = tmp_path / "o"
+    _prepare(out, files=FILES + HELDOUT).release()
+    (out / "heldout").mkdir()
+    (out / HELDOUT[0]).write_text("x")
+    for p in (out / "heldout", out / HELDOUT[0]):
+        with pytest.raises(IncompleteOutputError, match="not finished"):
+            layout.require_complete(p)
+    with pytest.raises(IncompleteOutputError, match="not finished"):
+        layout.curated_heldout_dir(out)
+    _finish_fake_run(out)
+    assert layout.curated_heldout_dir(out) == layout.curated_heldout_dir(out / "data") == out / "heldout"
+    assert layout.curated_data_dir(out) == out / "data"  # training never gets heldout/
+    (out / HELDOUT[0]).unlink()
+    (out / "heldout").rmdir()
+    with pytest.raises(layout.InputError, match=r"held nothing out .*--split.heldout_fraction"):
+        layout.curated_heldout_dir(out)
+    with pytest.raises(layout.InputError, match="not a curation output"):
+        layout.curated_heldout_dir(tmp_path)
+
+
+def test_a_foreign_heldout_folder_is_refused(tmp_path):
+    (tmp_path / "o" / "heldout").mkdir(parents=True)
+    with pytest.raises(OutputError, match="already holds heldout not written by this tool"):
+        _prepare(tmp_path / "o", overwrite=True)

@@ -65,8 +65,9 @@ def test_report_conserves_rows_and_output_is_clean(ray_local, corpus, tmp_path):
         assert s["rows_in"] - s["rows_out"] == s["rows_dropped"] >= 0
     assert report["pii"]["email"] > 0 and report["pii"]["phone"] > 0
     assert report["languages"]["seen"]["en"] > report["languages"]["kept"].get("de", 0) == 0
-    rows = pq.read_table(tmp_path / "out" / "data").to_pylist()
-    assert len(rows) == report["rows_out"]
+    train = pq.read_table(tmp_path / "out" / "data").to_pylist()
+    rows = train + pq.read_table(tmp_path / "out" / "heldout").to_pylist()  # the default split holds out ~2%
+    assert len(rows) == report["rows_out"] and len(train) == report["split"]["train"]["docs"]
     texts = [r["text"] for r in rows]
     assert not any("<p>" in t or "&amp;" in t or "dataLayer" in t or "http" in t for t in texts)
     plain = [t for t in texts if "[" not in t]  # dedup runs before PII redaction, so compare PII-free texts
@@ -92,6 +93,7 @@ def test_same_bytes_for_one_block_or_many_and_across_runs(ray_local, corpus, tmp
     _run(corpus, tmp_path / "d", writer=three, batch_size=100000, reader={"split_bytes": 2**30})
     a = _digest(tmp_path / "a")
     assert len([k for k in a if k.startswith("data/")]) == 3
+    assert [k for k in a if k.startswith("heldout/")]  # the held-out split is as deterministic as data/
     assert a == _digest(tmp_path / "b") == _digest(tmp_path / "c") == _digest(tmp_path / "d")
 
 
@@ -100,7 +102,7 @@ def test_refuses_to_mix_with_an_earlier_run(ray_local, corpus, tmp_path):
     with pytest.raises(OutputError, match="already holds a finished curation run; pass --overwrite"):
         _run(corpus, tmp_path / "o", steps=["normalize"])
     report = _run(corpus, tmp_path / "o", steps=["normalize"], overwrite=True)
-    assert report["rows_out"] == len(pq.read_table(tmp_path / "o" / "data", columns=["id"]))
+    assert report["split"]["train"]["docs"] == len(pq.read_table(tmp_path / "o" / "data", columns=["id"]))
 
 
 def _cli(*args, cwd=REPO, timeout=300):

@@ -44,6 +44,7 @@ def reference(corpus):
     out = corpus / "reference"
     r = _cli(corpus, out)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert any((out / "heldout").glob("part-*"))  # resumed runs must rebuild the held-out split too
     return out
 
 
@@ -63,12 +64,12 @@ def _start(corpus, out, *extra, stderr=subprocess.DEVNULL):
 
 def _digest(out: Path) -> dict[str, str]:
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for d in ("data", "dropped") for p in sorted((out / d).glob("*"))}
+            for d in ("data", "heldout", "dropped") for p in sorted((out / d).glob("*"))}
 
 
 def _counts(out: Path) -> dict:
     r = json.loads((out / "report.json").read_text())
-    return {k: r[k] for k in ("rows_in", "rows_out", "dropped", "chars_in", "chars_out", "pii", "languages")}
+    return {k: r[k] for k in ("rows_in", "rows_out", "dropped", "chars_in", "chars_out", "pii", "languages", "split")}
 
 
 def _tasks_done(out: Path) -> int:
@@ -88,7 +89,7 @@ def _assert_same_as_reference(out, reference):
     assert _digest(out) == _digest(reference)
     assert _counts(out) == _counts(reference)
     assert not (out / layout.WORK_DIR).exists()  # the work folder goes once the marker is written
-    assert not [p for d in ("data", "dropped") for p in (out / d).glob(".*.tmp")]  # nor a killed writer's tmp
+    assert not [p for d in ("data", "heldout", "dropped") for p in (out / d).glob(".*.tmp")]  # nor a killed writer's tmp
 
 
 def test_killed_driver_process_group_then_resume(corpus, reference, tmp_path):
