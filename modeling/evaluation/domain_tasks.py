@@ -119,6 +119,7 @@ class DomainTasks:
 
 # ---------------------------------------------------------------------------------------- items
 _WORD = re.compile(r"\S+")
+_DRAWS_PER_DISTRACTOR = 50
 _EDGE_PUNCT = "\"'“”‘’«»()[]{}<>.,;:!?…-–—*_"
 
 
@@ -161,7 +162,8 @@ def choice_items(
 
     Each item draws with its own generator (seed, item index), so one document more or less changes no other
     item's draw. A distractor equal to the real continuation or another choice is not used (repetitive corpora
-    repeat phrases); an item without enough distinct distractors is skipped and counted.
+    repeat phrases); an item that finds too few distinct ones in ``_DRAWS_PER_DISTRACTOR`` draws per distractor
+    is skipped and counted.
     """
     pool = [(i, s[1]) for i, s in enumerate(splits) if s is not None]
     items: list[dict[str, Any]] = []
@@ -172,10 +174,10 @@ def choice_items(
             continue
         context, real = split
         rng = random.Random(derive_seed(seed, "choice", index))
-        order = rng.sample(range(len(pool)), len(pool))  # a full shuffle of the pool, drawn lazily below
         choices = [real]
-        for j in order:
-            doc, text = pool[j]
+        # draws with rejection, not a shuffle of the whole pool per item (quadratic in the documents)
+        for _ in range(_DRAWS_PER_DISTRACTOR * num_distractors):
+            doc, text = pool[rng.randrange(len(pool))]
             if doc != index and text not in choices:
                 choices.append(text)
                 if len(choices) == num_distractors + 1:
