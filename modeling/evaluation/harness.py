@@ -128,7 +128,21 @@ def evaluate_model(
             f"tasks {unknown}: lm-eval knows no such task, group or tag{where}. `lm_eval ls tasks` lists them"
         )
     lm = wrap_model(model, tokenizer, cfg.batch_size, cfg.max_length)
-    results = lm_eval.simple_evaluate(
+    try:
+        results = _simple_evaluate(lm_eval, lm, manager, cfg)
+    except ConnectionError as err:  # datasets' "Couldn't reach 'allenai/ai2_arc' on the Hub"
+        raise HarnessError(
+            f"{err}: tasks {list(cfg.tasks)} read their data from the Hugging Face hub, which this machine does "
+            "not reach. Run them where the hub is reachable, or fill HF_DATASETS_CACHE there and set "
+            "HF_DATASETS_OFFLINE=1 here; local tasks (write_domain_tasks) need no hub"
+        ) from err
+    if results is None:  # only on a non-zero rank of a distributed run
+        return [], {}
+    return results_table(results), results
+
+
+def _simple_evaluate(lm_eval: Any, lm: Any, manager: Any, cfg: HarnessConfig) -> dict[str, Any] | None:
+    return lm_eval.simple_evaluate(
         model=lm,
         tasks=list(cfg.tasks),
         task_manager=manager,
@@ -141,9 +155,6 @@ def evaluate_model(
         torch_random_seed=cfg.seed,
         fewshot_random_seed=cfg.seed,
     )
-    if results is None:  # only on a non-zero rank of a distributed run
-        return [], {}
-    return results_table(results), results
 
 
 def task_manager(tasks: Sequence[str], include_path: Sequence[str]) -> Any:
