@@ -128,7 +128,8 @@ def cloze_item(text: str, min_context: int, max_context: int) -> dict[str, str] 
 
     The target is the last word of the first ``max_context + 1`` words with its surrounding punctuation removed
     (LAMBADA's targets are bare words); the context is the text before it as written (newlines kept), its
-    trailing whitespace removed, so context + target is the document's own text.
+    trailing whitespace removed, so context + target is the document's text up to the word, except that the
+    whitespace before the word becomes one space (and a leading quote stays at the end of the context).
     """
     words = list(_WORD.finditer(text))
     if len(words) < min_context + 1:
