@@ -117,16 +117,31 @@ def iter_text_batches(
     Nulls and non-strings are skipped (curated shards have none; raw files might). Plain-text files yield
     one document per file, since that is how a user hands over a corpus of ``.txt`` documents.
     """
-    remaining = max_docs if max_docs is not None else float("inf")
-    batch: list[str] = []
+    for batch in iter_keyed_documents(files, text_column, None, batch_size, max_docs):
+        yield [text for _, text in batch]
 
-    def take(texts: Sequence[object]) -> Iterator[list[str]]:
+
+def iter_keyed_documents(
+    files: Sequence[Path],
+    text_column: str = "text",
+    id_column: str | None = "id",
+    batch_size: int = 1000,
+    max_docs: int | None = None,
+) -> Iterator[list[tuple[str, str]]]:
+    """Like :func:`iter_text_batches`, but each document comes as ``(key, text)``: ``key`` is its ``id_column``
+    value as a string where the file has that column and the row a value (curated shards always do), else the
+    text itself. Training splits train/validation by a hash of the key, so a document keeps its side whatever
+    the file order, the sharding or an edit elsewhere in the corpus."""
+    remaining = max_docs if max_docs is not None else float("inf")
+    batch: list[tuple[str, str]] = []
+
+    def take(rows: Sequence[tuple[object, object]]) -> Iterator[list[tuple[str, str]]]:
         nonlocal batch, remaining
-        for t in texts:
+        for key, t in rows:
             if remaining <= 0:
                 return
             if isinstance(t, str) and t:
-                batch.append(t)
+                batch.append((t if key is None else str(key), t))
                 remaining -= 1
                 if len(batch) >= batch_size:
                     yield batch
@@ -138,13 +153,17 @@ def iter_text_batches(
         fmt = detect_format(path)
         if fmt == "parquet":
             pf = pq.ParquetFile(path)
-            for rb in pf.iter_batches(batch_size=batch_size, columns=[text_column]):
-                yield from take(rb.column(0).to_pylist())
+            with_id = id_column is not None and id_column in pf.schema_arrow.names
+            columns = [text_column, id_column] if with_id else [text_column]
+            for rb in pf.iter_batches(batch_size=batch_size, columns=columns):
+                texts = rb.column(0).to_pylist()
+                keys = rb.column(1).to_pylist() if with_id else [None] * len(texts)
+                yield from take(list(zip(keys, texts, strict=True)))
                 if remaining <= 0:
                     break
         elif fmt == "jsonl":
             with open_text(path, errors="replace") as fh:
-                rows: list[object] = []
+                rows: list[tuple[object, object]] = []
                 for line in fh:
                     line = line.strip()
                     if not line:
@@ -154,7 +173,7 @@ def iter_text_batches(
                     except json.JSONDecodeError:
                         continue
                     if isinstance(row, dict):
-                        rows.append(row.get(text_column))
+                        rows.append((row.get(id_column) if id_column is not None else None, row.get(text_column)))
                     if len(rows) >= batch_size:
                         yield from take(rows)
                         rows = []
@@ -163,6 +182,6 @@ def iter_text_batches(
                 yield from take(rows)
         else:
             with open_text(path, errors="replace") as fh:
-                yield from take([fh.read()])
+                yield from take([(None, fh.read())])
     if batch:
         yield batch

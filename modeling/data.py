@@ -1,31 +1,36 @@
 """LightningDataModule: curated shards (or a Hugging Face dataset) -> token cache on disk -> packed blocks.
 
-Tokenizing is the slow part of data loading and its result never changes for a given corpus, tokenizer and
-block size, so ``prepare_data`` (one process per node) does it once into ``cache_dir/<key>/`` and every later
-run, restart and DDP rank memory-maps the result::
+Tokenizing is the slow part of data loading and its result never changes for a given corpus, tokenizer, block
+size and split, so ``prepare_data`` (one process per node) does it once into ``cache_dir/<key>/`` and every
+later run, restart and DDP rank memory-maps the result::
 
-    cache_dir/<key>/blocks.npy   (n_blocks, block_size) uint16/uint32 token ids, documents joined by eos
-    cache_dir/<key>/meta.json    what went in (files, tokenizer, block size) and what came out (docs, tokens)
+    cache_dir/<key>/train.npy   (n_blocks, block_size) uint16/uint32 token ids of the training documents
+    cache_dir/<key>/val.npy     the same for the validation documents, packed apart
+    cache_dir/<key>/meta.json   what went in (files, tokenizer, block size, split) and what came out, per set
 
-The key hashes the input files (path, size, mtime; for ``data.hf_dataset`` the local ``data_files`` or dataset
-folder, and the name/config/revision), the tokenizer files and the block size: change any of them
-and a new cache is built; delete the folder to force a rebuild.
+**The split is by document** (:mod:`modeling.splits`): a stable hash of each document's id (``data.id_column``;
+its text where there is none), salted by ``data.seed``, puts about ``data.val_fraction`` of the documents on
+the validation side; the two sides are packed separately, so no document lends tokens to both, and the split
+does not depend on file order or sharding. ``test`` scores a third set, held-out documents that neither side
+read (``data.test_path``, by default ``heldout/`` beside a curation output's ``data/``), cached the same way
+as ``test.npy`` under its own key; with none, ``test`` stops and says how to give some.
 
-The blocks are :class:`modeling.packing.PackedBlocks`' (documents tokenized without special tokens, eos after
+A key hashes the input files (path, size, mtime; for ``data.hf_dataset`` the local ``data_files`` or dataset
+folder, and the name/config/revision), the tokenizer files, the block size, the columns and the split
+(``val_fraction``, ``seed``) plus :data:`CACHE_VERSION`: change any of them and a new cache is built; delete
+the folder to force a rebuild.
+
+The blocks are :class:`modeling.packing.BlockPacker`'s (documents tokenized without special tokens, eos after
 each, cut every ``block_size`` tokens), the packing ``modeling.evaluate`` scores too; the DataLoaders read them
 through ``modeling.token_blocks``.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,19 +38,27 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from common.errors import UserError
-from common.files import InputError, names_a_local_path
-from modeling.corpus import iter_text_batches, resolve_text_files
-from modeling.packing import PackedBlocks
+from common.files import InputError
+from modeling.block_cache import BlockWriter, build_once
+from modeling.corpus import iter_keyed_documents, iter_text_batches, resolve_text_files
+from modeling.heldout import resolve_test_files
+from modeling.hf_source import check_hf_dataset, iter_hf_documents, load_hf_dataset, local_dataset_files
+from modeling.splits import pack_split
 from modeling.token_blocks import ResumableSampler, TokenBlocks
 from modeling.tokenizer.load import load_tokenizer
 
-#: Bump when the cache layout changes, so old caches are rebuilt instead of misread.
-CACHE_VERSION = 1
+#: Bump when the cache layout or the meaning of its blocks changes, so old caches are rebuilt instead of misread.
+#: 2: train/validation split by document (train.npy, val.npy) instead of by block of one blocks.npy.
+CACHE_VERSION = 2
+
+#: How the split is made, recorded in the cache key, its meta.json and every checkpoint's run identity.
+SPLIT_METHOD = "by document"
 
 
 class DataConfigError(UserError):
@@ -65,7 +78,7 @@ class HFDatasetConfig:
     config: str | None = None
     """Dataset configuration, e.g. ``20220301.en`` for Wikipedia."""
     split: str = "train"
-    """Split to read; the validation split is carved out of it by ``data.val_fraction``."""
+    """Split to read; the validation documents are carved out of it by ``data.val_fraction``."""
     streaming: bool = False
     """Stream rows instead of downloading the whole dataset first (use with ``data.max_docs``)."""
     revision: str | None = None
@@ -73,7 +86,8 @@ class HFDatasetConfig:
 
 
 class TextDataModule(LightningDataModule):
-    """Tokenize once, pack documents into ``block_size`` blocks separated by eos, split train/val by seed."""
+    """Tokenize once, hold out validation documents by a hash of their id, pack each side into ``block_size``
+    blocks separated by eos; ``test`` reads held-out documents, never the validation ones."""
 
     def __init__(
         self,
@@ -89,6 +103,8 @@ class TextDataModule(LightningDataModule):
         cache_dir: str = "out/token-cache",
         num_workers: int = 0,
         tokenize_batch_size: int = 1000,
+        id_column: str | None = "id",
+        test_path: str | list[str] | None = None,
     ) -> None:
         """
         Args:
@@ -98,12 +114,18 @@ class TextDataModule(LightningDataModule):
             text_column: Column holding the documents.
             block_size: Tokens per training example; must not exceed the model's positions.
             batch_size: Blocks per batch per device.
-            val_fraction: Share of blocks held out for validation (at least one block).
-            seed: Seed of the train/val split and of the per-epoch shuffle.
+            val_fraction: Share of documents held out for validation, chosen by a hash of each document's id
+                (at least one document); changing it rebuilds the token cache.
+            seed: Salt of the validation split's hash and seed of the per-epoch shuffle.
             max_docs: Read at most this many documents (a quick run, or a bound on a streamed dataset).
-            cache_dir: Where tokenized corpora are kept, one folder per (data, tokenizer, block size).
+            cache_dir: Where tokenized corpora are kept, one folder per (data, tokenizer, block size, split).
             num_workers: DataLoader worker processes (blocks come from a memory map: 0-2 is plenty).
             tokenize_batch_size: Documents per tokenizer call while building the cache.
+            id_column: Column naming each document, whose hash decides its side of the split (curated shards
+                have ``id``); documents without it are keyed by their text. Null: always by text.
+            test_path: Held-out documents for ``test`` (a folder, glob or files, read like ``path``): documents
+                neither training nor validation read. Default: ``heldout/`` of the curation output that ``path``
+                names, if it has one; without either, ``test`` stops rather than score the validation split.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -129,15 +151,20 @@ class TextDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.num_workers = num_workers
         self.tokenize_batch_size = tokenize_batch_size
+        self.id_column = id_column
+        self.test_path = test_path
         self.train_set: TokenBlocks | None = None
         self.val_set: TokenBlocks | None = None
+        self.test_set: TokenBlocks | None = None
         self._sampler: ResumableSampler | None = None
         self._resume: tuple[int, int] | None = None
         # Inputs that cannot be read fail here, before a trainer starts or the tokenizing begins.
         if path is not None:
             self._files()
         else:
-            _check_hf_dataset(hf_dataset)
+            check_hf_dataset(hf_dataset, DataConfigError)
+        if test_path is not None:
+            self._test_files()
 
     @property
     def vocab_size(self) -> int:
@@ -146,28 +173,30 @@ class TextDataModule(LightningDataModule):
 
     # ------------------------------------------------------------------------------- Lightning
     def prepare_data(self) -> None:
-        """Build the token cache unless it exists. Lightning runs this on one process per node."""
-        self.build_cache()
+        """Build the token cache unless it exists (for ``test``, the held-out set's only: training's is not
+        needed). Lightning runs this on one process per node."""
+        if self._testing():
+            self.build_test_cache()
+        else:
+            self.build_cache()
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "test":
+            if self.test_set is None:
+                cache = self.build_test_cache()
+                meta = json.loads((cache / "meta.json").read_text())
+                self.test_set = _open_set(cache, "test", meta)
+                rank_zero_info(f"data: test on {meta['test']['docs']:,} held-out docs, {meta['test']['tokens']:,} "
+                               f"tokens -> {len(self.test_set)} blocks (cache {cache})")
+            return
         if self.train_set is not None:
             return
         cache = self.build_cache()  # no-op when prepare_data already built it (always, under Lightning)
         meta = json.loads((cache / "meta.json").read_text())
-        blocks = np.load(cache / "blocks.npy", mmap_mode="r")
-        n = len(blocks)
-        if n < 2:
-            raise DataConfigError(
-                f"the corpus makes only {meta['tokens']} tokens, {n} block of --data.block_size {self.block_size}: "
-                "too little to hold out a validation block. Add data or lower --data.block_size."
-            )
-        order = np.random.default_rng(self.seed).permutation(n)
-        n_val = min(n - 1, max(1, round(n * self.val_fraction)))
-        last_len = meta["last_block_tokens"]
-        self.val_set = TokenBlocks(blocks, np.sort(order[:n_val]), last_len)
-        self.train_set = TokenBlocks(blocks, order[n_val:], last_len)
-        rank_zero_info(f"data: {meta['docs']:,} docs, {meta['tokens']:,} tokens -> {len(self.train_set)} train / "
-                       f"{len(self.val_set)} val blocks of {self.block_size} (cache {cache})")
+        self.train_set, self.val_set = _open_set(cache, "train", meta), _open_set(cache, "val", meta)
+        rank_zero_info(f"data: {meta['docs']:,} docs, {meta['tokens']:,} tokens -> {meta['train']['docs']:,} train "
+                       f"docs in {len(self.train_set)} blocks / {meta['val']['docs']:,} val docs in "
+                       f"{len(self.val_set)} blocks of {self.block_size} (cache {cache})")
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
@@ -186,7 +215,10 @@ class TextDataModule(LightningDataModule):
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The held-out documents: the validation split chose the checkpoint (and stopped training), so scoring
+        it again would report a number the selection has already flattered."""
+        assert self.test_set is not None, "call setup('test') first"
+        return DataLoader(self.test_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
     def state_dict(self) -> dict[str, Any]:
         """Data position saved in every checkpoint: epoch and batches this rank has consumed in it."""
@@ -208,102 +240,97 @@ class TextDataModule(LightningDataModule):
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def fingerprint(self) -> dict[str, Any]:
-        """What the training data is, for checkpoints to record (``modeling.runs``): the token stream's hash and
+        """What the training data is, for checkpoints to record (``modeling.runs``): the token streams' hash and
         size (so moving or touching the corpus changes nothing, editing it does), the split and the tokenizer."""
-        cache = self.build_cache()
-        meta = json.loads((cache / "meta.json").read_text())
-        if "tokens_sha256" not in meta:  # a cache built before the hash was recorded: hash it once, keep it
-            blocks = np.load(cache / "blocks.npy", mmap_mode="r").reshape(-1)
-            digest = hashlib.sha256()
-            for start in range(0, meta["tokens"], 1 << 24):
-                digest.update(np.ascontiguousarray(blocks[start:min(meta["tokens"], start + (1 << 24))]).tobytes())
-            meta["tokens_sha256"] = digest.hexdigest()
-            tmp = cache / f".meta-{os.getpid()}.json"
-            tmp.write_text(json.dumps(meta, indent=2))
-            os.replace(tmp, cache / "meta.json")
+        meta = json.loads((self.build_cache() / "meta.json").read_text())
         return {"tokens_sha256": meta["tokens_sha256"], "docs": meta["docs"], "tokens": meta["tokens"],
-                "source": self._describe(), "block_size": self.block_size, "val_fraction": self.val_fraction,
-                "seed": self.seed, "tokenizer": self.tokenizer_path,
+                "source": self._describe(), "block_size": self.block_size, "split": SPLIT_METHOD,
+                "val_fraction": self.val_fraction, "seed": self.seed, "tokenizer": self.tokenizer_path,
                 "tokenizer_sha256": _tokenizer_fingerprint(self.tokenizer)}
 
-    # ------------------------------------------------------------------------------- the cache
+    # ------------------------------------------------------------------------------- the caches
     def cache_key(self) -> str:
-        """Hash of everything that determines the token blocks."""
-        h = hashlib.sha256()
-        parts = {"version": CACHE_VERSION, "source": self._source_fingerprint(), "block_size": self.block_size,
-                 "tokenizer": _tokenizer_fingerprint(self.tokenizer), "text_column": self.text_column,
-                 "max_docs": self.max_docs}
-        h.update(json.dumps(parts, sort_keys=True).encode())
-        return h.hexdigest()[:16]
+        """Hash of everything that determines the train and validation blocks."""
+        return _key({"version": CACHE_VERSION, "source": self._source_fingerprint(), "block_size": self.block_size,
+                     "tokenizer": _tokenizer_fingerprint(self.tokenizer), "text_column": self.text_column,
+                     "max_docs": self.max_docs, "split": self._split_spec()})
+
+    def test_cache_key(self) -> str:
+        """Hash of everything that determines the test blocks (the held-out files, tokenizer, block size)."""
+        return _key({"version": CACHE_VERSION, "set": "test", "source": _files_fingerprint(self._test_files()),
+                     "block_size": self.block_size, "tokenizer": _tokenizer_fingerprint(self.tokenizer),
+                     "text_column": self.text_column})
 
     def build_cache(self) -> Path:
-        """Tokenize and pack into ``cache_dir/<key>`` unless already there; returns that folder."""
-        final = self.cache_dir / self.cache_key()
-        if (final / "meta.json").exists():
-            return final
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        dtype = np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=self.cache_dir))
-        try:
-            packed = PackedBlocks(self._iter_texts(), self.tokenizer, self.block_size)
-            digest = hashlib.sha256()  # of the token stream: the data's identity, recorded in every checkpoint
-            with open(tmp / "tokens.bin", "wb") as out:
-                for block in packed:  # written back to back, the blocks are the token stream
-                    flat = np.asarray(block, dtype=dtype)
-                    flat.tofile(out)
-                    digest.update(flat.tobytes())
-            docs, tokens = packed.docs, packed.tokens
-            if docs == 0:
-                raise DataConfigError(f"no documents with text in column {self.text_column!r} of {self._describe()}: "
-                                      f"check {'--data.path' if self.path is not None else '--data.hf_dataset'}, "
-                                      "--data.text_column and --data.max_docs")
-            stream = np.memmap(tmp / "tokens.bin", dtype=dtype, mode="r", shape=(tokens,))
-            n_blocks = -(-tokens // self.block_size)
-            pad = self.tokenizer.pad_token_id
-            pad = pad if pad is not None else self.tokenizer.eos_token_id
-            blocks = np.lib.format.open_memmap(tmp / "blocks.npy", mode="w+", dtype=dtype,
-                                               shape=(n_blocks, self.block_size))
-            blocks.reshape(-1)[:tokens] = stream
-            blocks.reshape(-1)[tokens:] = pad
-            blocks.flush()
-            del blocks, stream
-            (tmp / "tokens.bin").unlink()
-            last = tokens - (n_blocks - 1) * self.block_size
-            meta = {"version": CACHE_VERSION, "docs": docs, "tokens": tokens, "blocks": n_blocks,
-                    "block_size": self.block_size, "last_block_tokens": last, "dtype": np.dtype(dtype).name,
-                    "source": self._source_fingerprint(), "tokenizer": self.tokenizer_path,
-                    "tokens_sha256": digest.hexdigest()}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            try:
-                os.replace(tmp, final)  # atomic: a crashed build never leaves a half cache under the key
-            except OSError:
-                if not (final / "meta.json").exists():  # another node finished first on a shared disk: fine
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-        rank_zero_info(f"data: tokenized {docs:,} docs into {tokens:,} tokens -> {final}")
-        return final
+        """Tokenize the training corpus into ``cache_dir/<key>`` (``train.npy``, ``val.npy``) unless already
+        there; returns that folder."""
+        return self._build(self.cache_key(), self._write_train_val)
+
+    def build_test_cache(self) -> Path:
+        """Tokenize the held-out documents into ``cache_dir/<test key>/test.npy`` unless already there."""
+        return self._build(self.test_cache_key(), self._write_test)
+
+    def _build(self, key: str, write: Callable[[Path, np.dtype], dict[str, Any]]) -> Path:
+        dtype = np.dtype(np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.uint32)
+        head = {"version": CACHE_VERSION, "block_size": self.block_size, "dtype": dtype.name,
+                "tokenizer": self.tokenizer_path}
+        return build_once(self.cache_dir / key, lambda folder: {**head, **write(folder, dtype)})
+
+    def _write_train_val(self, folder: Path, dtype: np.dtype) -> dict[str, Any]:
+        parts, lowest = self._pack_split(folder, dtype, forced=None)
+        docs = parts["train"]["docs"] + parts["val"]["docs"]
+        if docs == 0:
+            raise DataConfigError(f"no documents with text in column {self.text_column!r} of {self._describe()}: "
+                                  f"check {'--data.path' if self.path is not None else '--data.hf_dataset'}, "
+                                  "--data.text_column and --data.max_docs")
+        if docs == 1:
+            raise DataConfigError(f"{self._describe()} holds 1 document: too little to hold out a validation "
+                                  "document and train on another. Add documents (or raise --data.max_docs).")
+        if parts["val"]["docs"] == 0:
+            # no document's hash fell under val_fraction (a small corpus): the lowest one is the validation set,
+            # a choice that depends on the documents' keys only, not on their order
+            rank_zero_info(f"data: no document drew a validation score under --data.val_fraction "
+                           f"{self.val_fraction}; holding out the lowest-scoring one")
+            parts, _ = self._pack_split(folder, dtype, forced=lowest)
+        if parts["train"]["docs"] == 0:
+            raise DataConfigError(f"all {docs} documents of {self._describe()} fell on the validation side "
+                                  f"(--data.val_fraction {self.val_fraction}): lower it or add documents")
+        combined = hashlib.sha256((parts["train"]["tokens_sha256"] + parts["val"]["tokens_sha256"]).encode())
+        return {"docs": docs, "tokens": parts["train"]["tokens"] + parts["val"]["tokens"],
+                "blocks": parts["train"]["blocks"] + parts["val"]["blocks"], "split": self._split_spec(),
+                "train": parts["train"], "val": parts["val"], "source": self._source_fingerprint(),
+                "tokens_sha256": combined.hexdigest()}
+
+    def _write_test(self, folder: Path, dtype: np.dtype) -> dict[str, Any]:
+        files = self._test_files()
+        writer = BlockWriter(folder, "test", self.tokenizer, self.block_size, dtype)
+        for texts in iter_text_batches(files, self.text_column, self.tokenize_batch_size):
+            writer.add(texts)
+        part = writer.close()
+        if part["docs"] == 0:
+            raise DataConfigError(f"the held-out files {[str(f) for f in files[:3]]} hold no documents with text "
+                                  f"in column {self.text_column!r}: check --data.test_path and --data.text_column")
+        return {"docs": part["docs"], "tokens": part["tokens"], "test": part, "source": _files_fingerprint(files)}
 
     # ---------------------------------------------------------------------------------- helpers
-    def _iter_texts(self) -> Iterator[list[str]]:
+    def _pack_split(self, folder: Path, dtype: np.dtype,
+                    forced: str | None) -> tuple[dict[str, dict[str, Any]], str | None]:
+        writers = {side: BlockWriter(folder, side, self.tokenizer, self.block_size, dtype) for side in ("train", "val")}
+        return pack_split(self._iter_documents(), writers, self.val_fraction, self.seed, forced)
+
+    def _split_spec(self) -> dict[str, Any]:
+        return {"method": SPLIT_METHOD, "val_fraction": self.val_fraction, "seed": self.seed,
+                "id_column": self.id_column}
+
+    def _iter_documents(self) -> Iterator[list[tuple[str, str]]]:
+        """(key, text) batches of the training corpus; the key (id, or the text) decides the split."""
         if self.path is not None:
-            files = self._files()
-            yield from iter_text_batches(files, self.text_column, self.tokenize_batch_size, self.max_docs)
+            yield from iter_keyed_documents(self._files(), self.text_column, self.id_column,
+                                            self.tokenize_batch_size, self.max_docs)
             return
-        ds = self._load_hf_dataset()
-        batch: list[str] = []
-        for i, row in enumerate(ds):
-            if self.max_docs is not None and i >= self.max_docs:
-                break
-            text = row.get(self.text_column)
-            if isinstance(text, str) and text:
-                batch.append(text)
-            if len(batch) >= self.tokenize_batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        assert self.hf_dataset is not None
+        ds = load_hf_dataset(self.hf_dataset, self.text_column, DataConfigError)
+        yield from iter_hf_documents(ds, self.text_column, self.id_column, self.tokenize_batch_size, self.max_docs)
 
     def _files(self) -> list[Path]:
         assert self.path is not None
@@ -312,31 +339,17 @@ class TextDataModule(LightningDataModule):
         except InputError as err:
             raise DataConfigError(f"--data.path: {err}") from err
 
-    def _load_hf_dataset(self) -> Any:
-        import datasets
-
-        cfg = self.hf_dataset
-        assert cfg is not None
-        try:
-            ds = datasets.load_dataset(cfg.name, cfg.config, data_files=cfg.data_files, split=cfg.split,
-                                       streaming=cfg.streaming, revision=cfg.revision)
-        except (FileNotFoundError, ConnectionError, ValueError) as err:  # not found, offline, no such config/split
-            raise DataConfigError(
-                f"--data.hf_dataset: cannot load {cfg.name!r} (config={cfg.config!r}, split={cfg.split!r}, "
-                f"data_files={cfg.data_files!r}): {err}. Check --data.hf_dataset.name and its data_files, config "
-                "and split; a hub dataset needs network access or the datasets cache"
-            ) from err
-        if ds.column_names is not None and self.text_column not in ds.column_names:
-            raise DataConfigError(f"--data.hf_dataset {cfg.name!r} has no column {self.text_column!r}; it has "
-                                  f"{ds.column_names}. Set --data.text_column.")
-        return ds
+    def _test_files(self) -> list[Path]:
+        """The held-out files ``test`` reads: ``data.test_path``, else the curation output's ``heldout/``."""
+        return resolve_test_files(self.test_path, self.path, self._files() if self.path is not None else [],
+                                  self.text_column, DataConfigError)
 
     def _source_fingerprint(self) -> Any:
         if self.path is not None:
-            return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in self._files()]
+            return _files_fingerprint(self._files())
         assert self.hf_dataset is not None
         # name/config/revision/split identify a hub dataset; local files are covered by their path, size and mtime
-        return {**asdict(self.hf_dataset), "local_files": _local_dataset_files(self.hf_dataset)}
+        return {**asdict(self.hf_dataset), "local_files": local_dataset_files(self.hf_dataset)}
 
     def _describe(self) -> str:
         return f"--data.path {self.path!r}" if self.path is not None else f"--data.hf_dataset {self.hf_dataset}"
@@ -344,26 +357,24 @@ class TextDataModule(LightningDataModule):
     def _trainer_attached(self) -> bool:
         return self.trainer is not None
 
+    def _testing(self) -> bool:
+        return self._trainer_attached() and self.trainer.state.fn == TrainerFn.TESTING
+
     def _world_size(self) -> int:
         return self.trainer.world_size if self._trainer_attached() else 1
 
 
-def _local_dataset_files(cfg: HFDatasetConfig) -> list[list[Any]]:
-    """(path, size, mtime) of each local file behind ``data.hf_dataset``: the matches of ``data_files`` (relative
-    to ``name`` when that is a local folder, as ``load_dataset`` reads them), or every file of a local dataset
-    folder. Empty for a hub dataset, whose name/config/revision identify it."""
-    base = Path(cfg.name).expanduser()
-    base_dir = base if base.is_dir() else None
-    patterns = [cfg.data_files] if isinstance(cfg.data_files, str) else list(cfg.data_files or [])
-    if not patterns and base_dir is not None:
-        patterns = ["**/*"]
-    found: set[Path] = set()
-    for pattern in patterns:
-        where = Path(pattern).expanduser()
-        if not where.is_absolute() and base_dir is not None:
-            where = base_dir / where
-        found.update(Path(m).resolve() for m in glob.glob(str(where), recursive=True) if Path(m).is_file())
-    return [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(found)]
+def _open_set(cache: Path, name: str, meta: dict[str, Any]) -> TokenBlocks:
+    blocks = np.load(cache / f"{name}.npy", mmap_mode="r")
+    return TokenBlocks(blocks, np.arange(len(blocks)), meta[name]["last_block_tokens"])
+
+
+def _files_fingerprint(files: list[Path]) -> list[list[Any]]:
+    return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files]
+
+
+def _key(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _check_numbers(block_size: int, batch_size: int, val_fraction: float, max_docs: int | None, num_workers: int,
@@ -380,30 +391,6 @@ def _check_numbers(block_size: int, batch_size: int, val_fraction: float, max_do
         raise DataConfigError(f"--data.num_workers must be 0 (load in the main process) or more, got {num_workers}")
     if tokenize_batch_size < 1:
         raise DataConfigError(f"--data.tokenize_batch_size must be at least 1, got {tokenize_batch_size}")
-
-
-def _check_hf_dataset(cfg: HFDatasetConfig | None) -> None:
-    """Local parts of ``--data.hf_dataset`` that do not exist fail before ``load_dataset`` is tried."""
-    assert cfg is not None
-    name = Path(cfg.name).expanduser()
-    if not name.exists() and names_a_local_path(cfg.name):
-        raise DataConfigError(f"--data.hf_dataset.name {cfg.name!r}: no such folder. Give a local dataset folder, "
-                              "a hub dataset name, or a builder (parquet, json, text) with --data.hf_dataset.data_files")
-    if cfg.data_files is None or not (name.is_dir() or _is_packaged_builder(cfg.name)):
-        return  # a hub dataset's data_files are paths inside its repository, not local ones
-    patterns = [cfg.data_files] if isinstance(cfg.data_files, str) else list(cfg.data_files)
-    local = [p for p in patterns if "://" not in p]
-    if local and not _local_dataset_files(cfg):
-        where = f" (relative to {cfg.name!r})" if name.is_dir() else ""
-        raise DataConfigError(f"--data.hf_dataset.data_files {cfg.data_files!r} matches no file{where}: check the "
-                              "paths or globs")
-
-
-def _is_packaged_builder(name: str) -> bool:
-    """Whether ``name`` is one of the datasets library's file builders (``parquet``, ``json``, ``csv``, ``text``...)."""
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    return name in _PACKAGED_DATASETS_MODULES
 
 
 def _tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -184,6 +184,9 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
                            f"{current.get('tokenizer')} (sha256 {str(current.get(key))[:12]}) now")
             else:
                 out.append(f"{label}: {saved.get(key)} in the checkpoint, {current.get(key)} now")
+    if "split" in current and saved.get("split", "by block") != current["split"]:  # checkpoints before it: by block
+        out.append(f"the train/validation split: {saved.get('split', 'by block')} in the checkpoint, "
+                   f"{current['split']} now (this version splits by document)")
     old_model, new_model = saved.get("model") or {}, current.get("model") or {}
     changed = sorted(k for k in set(old_model) | set(new_model) if old_model.get(k) != new_model.get(k))
     if changed:

@@ -12,6 +12,8 @@ Usage::
     # several GPUs / nodes; any YAML key can be overridden on the command line
     python -m modeling.train fit --config configs/train/gpt2-scratch.yaml --trainer.devices 8 --trainer.strategy ddp
     python -m modeling.train validate --config configs/train/tiny-cpu.yaml --ckpt_path best
+    # held-out documents, never the validation split: heldout/ of a curation output, or --data.test_path
+    python -m modeling.train test --config configs/train/tiny-cpu.yaml --ckpt_path best --data.test_path data/heldout
     python -m modeling.train fit --config configs/train/tiny-cpu.yaml --print_config   # resolved config
     # torch.compile the model and loss; MFU against a given peak for a GPU modeling/peak_flops.py does not know
     python -m modeling.train fit --config configs/train/gpt2-scratch.yaml --model.compile true \

@@ -1,4 +1,4 @@
-"""TextDataModule: the token cache, packing, the split, exact resume of the data position, input errors."""
+"""TextDataModule: the token cache, packing, the split (by document: see test_data_split.py), exact resume of the data position, input errors."""
 
 from __future__ import annotations
 
@@ -26,44 +26,57 @@ def _dm(tokenizer_dir: Path, shards: Path, tmp_path: Path, **kw) -> TextDataModu
 def test_blocks_are_documents_joined_by_eos_and_last_block_is_masked(tokenizer_dir, tmp_path):
     docs = make_docs(7, seed=3)
     shards = write_shards(tmp_path / "shards", docs, n_shards=1)
-    dm = _dm(tokenizer_dir, shards, tmp_path)
+    dm = _dm(tokenizer_dir, shards, tmp_path, val_fraction=0.3)
     dm.setup("fit")
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    expected = [t for d in docs for t in [*tok(d, add_special_tokens=False)["input_ids"], tok.eos_token_id]]
-    blocks = dm.train_set.blocks
-    assert blocks.shape == (-(-len(expected) // 16), 16)
-    assert blocks.reshape(-1)[: len(expected)].tolist() == expected
-    # the final, partial block: its padding (at the end, invisible to causal attention) is not scored
-    last = len(blocks) - 1
-    ds = dm.train_set if last in dm.train_set.indices else dm.val_set
-    item = ds[int(np.where(ds.indices == last)[0][0])]
-    n_real = len(expected) - last * 16
-    assert (item["labels"][n_real:] == IGNORE_INDEX).all() and (item["labels"][:n_real] >= 0).all()
-    assert item["input_ids"][:n_real].tolist() == expected[last * 16:]
-    full = dm.train_set[int(np.where(dm.train_set.indices != last)[0][0])]
+    encoded = [[*tok(d, add_special_tokens=False)["input_ids"], tok.eos_token_id] for d in docs]
+    packed = 0
+    # each side packs its own documents, in corpus order, joined by eos and cut every 16 tokens
+    for ds in (dm.train_set, dm.val_set):
+        blocks = ds.blocks
+        real = blocks.reshape(-1)[: (len(blocks) - 1) * 16 + ds.last_block_len].tolist()
+        mine = [ids for ids in encoded if _is_run_of(ids, real)]
+        expected = [t for ids in mine for t in ids]
+        assert blocks.shape == (-(-len(expected) // 16), 16)
+        assert real == expected
+        packed += len(mine)
+        # the final, partial block: its padding (at the end, invisible to causal attention) is not scored
+        last = len(blocks) - 1
+        item = ds[int(np.where(ds.indices == last)[0][0])]
+        n_real = len(expected) - last * 16
+        assert (item["labels"][n_real:] == IGNORE_INDEX).all() and (item["labels"][:n_real] >= 0).all()
+        assert item["input_ids"][:n_real].tolist() == expected[last * 16:]
+    assert packed == len(docs)
+    full = dm.train_set[int(np.where(dm.train_set.indices != len(dm.train_set.blocks) - 1)[0][0])]
     assert torch.equal(full["labels"], full["input_ids"])  # every other block: all tokens scored
+
+
+def _is_run_of(ids: list[int], stream: list[int]) -> bool:
+    """Whether ``ids`` (one document and its eos) occurs in ``stream`` right after an eos or at its start."""
+    n = len(ids)
+    return any(stream[i:i + n] == ids and (i == 0 or stream[i - 1] == ids[-1]) for i in range(len(stream) - n + 1))
 
 
 def test_cache_is_reused_and_keyed_by_block_size(tokenizer_dir, shards_dir, tmp_path, monkeypatch):
     first = _dm(tokenizer_dir, shards_dir, tmp_path).build_cache()
     calls = []
     dm = _dm(tokenizer_dir, shards_dir, tmp_path)
-    monkeypatch.setattr(dm, "_iter_texts", lambda: calls.append(1) or iter(()))
+    monkeypatch.setattr(dm, "_iter_documents", lambda: calls.append(1) or iter(()))
     assert dm.build_cache() == first and calls == []  # a restart (or another rank) does not tokenize again
     other = _dm(tokenizer_dir, shards_dir, tmp_path, block_size=32).build_cache()
-    assert other != first and (other / "blocks.npy").exists()
+    assert other != first and (other / "train.npy").exists() and (other / "val.npy").exists()
 
 
 def test_split_is_deterministic_disjoint_and_complete(tokenizer_dir, shards_dir, tmp_path):
+    # by document now (tests/modeling/test_data_split.py checks the documents); here: the sets are stable
     a, b = _dm(tokenizer_dir, shards_dir, tmp_path), _dm(tokenizer_dir, shards_dir, tmp_path)
     a.setup("fit")
     b.setup("fit")
-    assert a.val_set.indices.tolist() == b.val_set.indices.tolist()
-    train, val = set(a.train_set.indices.tolist()), set(a.val_set.indices.tolist())
-    assert not train & val and len(train | val) == len(a.train_set.blocks)
+    assert np.array_equal(a.val_set.blocks, b.val_set.blocks)
+    assert np.array_equal(a.train_set.blocks, b.train_set.blocks)
     c = _dm(tokenizer_dir, shards_dir, tmp_path, seed=1)
     c.setup("fit")
-    assert c.val_set.indices.tolist() != a.val_set.indices.tolist()
+    assert not np.array_equal(c.val_set.blocks, a.val_set.blocks)
 
 
 @pytest.mark.parametrize(("world", "rank"), [(1, 0), (2, 1)])
@@ -89,9 +102,9 @@ def test_empty_corpus_is_a_clear_error(tokenizer_dir, tmp_path):
         _dm(tokenizer_dir, root, tmp_path).setup("fit")
 
 
-def test_too_little_data_for_a_validation_block(tokenizer_dir, tmp_path):
+def test_too_little_data_for_a_validation_document(tokenizer_dir, tmp_path):
     shards = write_shards(tmp_path / "one", ["one short doc."], n_shards=1)
-    with pytest.raises(DataConfigError, match="too little to hold out a validation block"):
+    with pytest.raises(DataConfigError, match="too little to hold out a validation document"):
         _dm(tokenizer_dir, shards, tmp_path, block_size=64).setup("fit")
 
 

@@ -1,11 +1,14 @@
 """modeling.packing: documents joined by eos and cut into blocks, and the proof that evaluation scores exactly the
-blocks training caches, with the training module's own loss."""
+blocks training caches (evaluating the validation documents gives the validation blocks), with the training
+module's own loss."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -14,6 +17,7 @@ from modeling.data import TextDataModule
 from modeling.evaluation.perplexity import language_model_metrics
 from modeling.module import CausalLMModule
 from modeling.packing import PackedBlocks, encode_documents
+from modeling.splits import is_validation
 from modeling.token_blocks import TokenBlocks
 from tests.modeling.conftest import make_docs, write_shards
 
@@ -64,16 +68,21 @@ def test_evaluation_scores_exactly_the_blocks_training_caches(hf_model, gpt2_dir
     model, tok = hf_model
     shards = write_shards(tmp_path / "shards", make_docs(40, seed=7), n_shards=2)
     dm = TextDataModule(tokenizer=str(tokenizer_dir), path=str(shards), block_size=block_size, batch_size=4,
-                        cache_dir=str(tmp_path / "cache"))
+                        cache_dir=str(tmp_path / "cache"), val_fraction=0.25)
     cache = dm.build_cache()
-    meta = json.loads((cache / "meta.json").read_text())
-    cached = np.load(cache / "blocks.npy")
+    meta = json.loads((cache / "meta.json").read_text())["val"]
+    cached = np.load(cache / "val.npy")
     training = [row.tolist() for row in cached]
     training[-1] = training[-1][: meta["last_block_tokens"]]  # the rest is padding, never scored
 
+    # the validation documents (by the hash of their id), in corpus order, as a file evaluation can read
+    rows = [r for f in sorted(shards.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    held = [r["text"] for r in rows if is_validation(r["id"], 0.25, seed=0)]
+    assert held
+    pq.write_table(pa.table({"text": held}), tmp_path / "val.parquet")
     recorder = RecordingModel(model)
-    files = sorted(shards.glob("*.parquet"))
-    got = language_model_metrics(recorder, tok, files, "text", block_size=block_size, batch_size=3)
+    got = language_model_metrics(recorder, tok, [tmp_path / "val.parquet"], "text", block_size=block_size,
+                                 batch_size=3)
     assert recorder.rows == training  # the same blocks, in the same order
     assert (got["docs"], got["blocks"]) == (meta["docs"], meta["blocks"])
     assert got["tokens"] == meta["tokens"] - meta["blocks"]  # every token but each block's first is predicted

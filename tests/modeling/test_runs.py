@@ -161,6 +161,13 @@ def test_a_different_tokenizer_is_named(tmp_path):
     assert identity_differences(saved, dict(saved)) == []
 
 
+def test_a_checkpoint_of_the_block_split_is_named():
+    saved = {"tokens_sha256": "a", "docs": 1, "tokens": 2, "val_fraction": 0.05, "seed": 0}  # no "split" key yet
+    now = {**saved, "split": "by document"}
+    assert identity_differences(saved, now) == [
+        "the train/validation split: by block in the checkpoint, by document now (this version splits by document)"]
+
+
 @pytest.mark.slow
 def test_a_longer_run_refits_the_cosine_schedule(finished, tokenizer_dir, shards_dir, caplog):
     cli = main(tiny_args(finished, tokenizer_dir, shards_dir, *QUICK, "--trainer.max_steps", "10",
@@ -210,6 +217,18 @@ def test_validate_ckpt_path_best_takes_the_lowest_val_loss_that_still_exists(fin
     assert cli.trainer.callback_metrics["val_loss"].item() == pytest.approx(score, abs=1e-4)
 
 
+def test_test_scores_heldout_documents_and_refuses_without_them(finished, tokenizer_dir, shards_dir, tmp_path,
+                                                                 capsys):
+    args = tiny_args(finished, tokenizer_dir, shards_dir, *QUICK, "--ckpt_path", "best")
+    assert run_command(["test", *args[1:]]) == 2  # plain shards: no heldout/ beside them, and no --data.test_path
+    line = last_error_line(capsys)
+    assert "test scores held-out documents, and there are none" in line and "--data.test_path" in line, line
+    held = write_shards(tmp_path / "held", make_docs(12, seed=11), n_shards=1)
+    cli = main(["test", *args[1:], "--data.test_path", str(held)])
+    assert len(cli.datamodule.test_set) > 0 and cli.datamodule.val_set is None  # validation was never loaded
+    assert "test_loss" in cli.trainer.callback_metrics
+
+
 def test_a_missing_checkpoint_file_is_one_line(finished, tokenizer_dir, shards_dir, capsys):
     args = tiny_args(finished, tokenizer_dir, shards_dir, *QUICK, "--ckpt_path", str(finished / "nope.ckpt"))
     assert run_command(args) == 2
@@ -217,20 +236,20 @@ def test_a_missing_checkpoint_file_is_one_line(finished, tokenizer_dir, shards_d
 
 
 # ------------------------------------------------------------------------------------- data identity
-def test_data_fingerprint_hashes_the_token_stream_and_fills_in_old_caches(tmp_path, tokenizer_dir):
+def test_data_fingerprint_hashes_the_token_streams(tmp_path, tokenizer_dir):
     shards = write_shards(tmp_path / "shards", make_docs(30))
     dm = TextDataModule(tokenizer=str(tokenizer_dir), path=str(shards), block_size=16,
                         cache_dir=str(tmp_path / "cache"))
     fp = dm.fingerprint()
     cache = dm.build_cache()
     meta = json.loads((cache / "meta.json").read_text())
-    blocks = np.load(cache / "blocks.npy").reshape(-1)[:meta["tokens"]]
-    assert fp["tokens_sha256"] == hashlib.sha256(blocks.tobytes()).hexdigest() == meta["tokens_sha256"]
-    # a cache written before the hash existed gets it computed once, the same
-    del meta["tokens_sha256"]
-    (cache / "meta.json").write_text(json.dumps(meta))
-    assert dm.fingerprint()["tokens_sha256"] == fp["tokens_sha256"]
-    assert "tokens_sha256" in json.loads((cache / "meta.json").read_text())
+    streams = []
+    for side in ("train", "val"):  # packed apart since the split is by document
+        tokens = np.load(cache / f"{side}.npy").reshape(-1)[:meta[side]["tokens"]]
+        streams.append(hashlib.sha256(tokens.tobytes()).hexdigest())
+        assert streams[-1] == meta[side]["tokens_sha256"]
+    assert fp["tokens_sha256"] == hashlib.sha256("".join(streams).encode()).hexdigest() == meta["tokens_sha256"]
+    assert fp["split"] == "by document" and fp["docs"] == 30
     # moving the corpus changes nothing; another block size does not change the token stream either
     moved = tmp_path / "moved"
     shards.rename(moved)
