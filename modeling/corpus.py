@@ -117,20 +117,43 @@ def iter_text_batches(
     Nulls and non-strings are skipped (curated shards have none; raw files might). Plain-text files yield
     one document per file, since that is how a user hands over a corpus of ``.txt`` documents.
     """
+    for texts, _ in iter_document_batches(files, text_column, (), batch_size, max_docs):
+        yield texts
+
+
+def iter_document_batches(
+    files: Sequence[Path],
+    text_column: str = "text",
+    columns: Sequence[str] = (),
+    batch_size: int = 1000,
+    max_docs: int | None = None,
+) -> Iterator[tuple[list[str], dict[str, list[object]]]]:
+    """:func:`iter_text_batches`' documents with the values of ``columns`` on the same rows (per-source
+    evaluation reads ``source`` beside ``text``): ``(texts, {column: values})``, the lists aligned.
+
+    A file or row without one of ``columns`` gives None there (plain-text files have no columns)."""
     remaining = max_docs if max_docs is not None else float("inf")
     batch: list[str] = []
+    extra: dict[str, list[object]] = {c: [] for c in columns}
 
-    def take(texts: Sequence[object]) -> Iterator[list[str]]:
-        nonlocal batch, remaining
-        for t in texts:
+    def flush() -> tuple[list[str], dict[str, list[object]]]:
+        nonlocal batch, extra
+        out = (batch, extra)
+        batch, extra = [], {c: [] for c in columns}
+        return out
+
+    def take(texts: Sequence[object], values: dict[str, Sequence[object]]) -> Iterator[tuple[list[str], dict]]:
+        nonlocal remaining
+        for i, t in enumerate(texts):
             if remaining <= 0:
                 return
             if isinstance(t, str) and t:
                 batch.append(t)
+                for c in columns:
+                    extra[c].append(values[c][i])
                 remaining -= 1
                 if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
+                    yield flush()
 
     for path in files:
         if remaining <= 0:
@@ -138,13 +161,17 @@ def iter_text_batches(
         fmt = detect_format(path)
         if fmt == "parquet":
             pf = pq.ParquetFile(path)
-            for rb in pf.iter_batches(batch_size=batch_size, columns=[text_column]):
-                yield from take(rb.column(0).to_pylist())
+            present = [c for c in columns if c in pf.schema_arrow.names and c != text_column]
+            for rb in pf.iter_batches(batch_size=batch_size, columns=[text_column, *present]):
+                texts = rb.column(0).to_pylist()
+                values = {c: (rb.column(c).to_pylist() if c in present else
+                              texts if c == text_column else [None] * len(texts)) for c in columns}
+                yield from take(texts, values)
                 if remaining <= 0:
                     break
         elif fmt == "jsonl":
             with open_text(path, errors="replace") as fh:
-                rows: list[object] = []
+                rows: list[dict] = []
                 for line in fh:
                     line = line.strip()
                     if not line:
@@ -154,15 +181,20 @@ def iter_text_batches(
                     except json.JSONDecodeError:
                         continue
                     if isinstance(row, dict):
-                        rows.append(row.get(text_column))
+                        rows.append(row)
                     if len(rows) >= batch_size:
-                        yield from take(rows)
+                        yield from take(*_columns_of_rows(rows, text_column, columns))
                         rows = []
                         if remaining <= 0:
                             break
-                yield from take(rows)
+                yield from take(*_columns_of_rows(rows, text_column, columns))
         else:
             with open_text(path, errors="replace") as fh:
-                yield from take([fh.read()])
+                yield from take([fh.read()], {c: [None] for c in columns})
     if batch:
-        yield batch
+        yield flush()
+
+
+def _columns_of_rows(rows: list[dict], text_column: str,
+                     columns: Sequence[str]) -> tuple[list[object], dict[str, list[object]]]:
+    return [r.get(text_column) for r in rows], {c: [r.get(c) for r in rows] for c in columns}

@@ -5,24 +5,84 @@ stream, cut every ``block_size`` tokens, so a block may hold the end of one docu
 the final block may be shorter. ``modeling.data`` writes these blocks to its token cache (padding the final one)
 and ``modeling.evaluate`` scores them, so its perplexity is the ``val_ppl`` of training on the same data and
 block size: both get their blocks from :class:`PackedBlocks`, nothing else packs.
+
+Evaluation also needs to know which text each token stands for (bits per byte, per-source breakdowns):
+:meth:`PackedBlocks.blocks` with ``with_bytes=True`` cuts the same token stream and carries, per token, the
+UTF-8 bytes it covers (:func:`token_byte_counts`) and the index of its document. The token ids are the same
+either way; training iterates the ids alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+#: Byte count of the eos the packer appends to each document: it covers no text, so bits per byte leaves it out
+#: of both its numerator and its denominator (perplexity and accuracy still score it, as training does).
+SEPARATOR = -1
 
 
 def encode_documents(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     """Token ids of each document, without special tokens, eos appended (eos separates packed documents)."""
-    eos = tokenizer.eos_token_id
-    if eos is None:  # the tokenizer loaders refuse such tokenizers first, naming the flag
-        raise ValueError("the tokenizer has no eos token, which separates packed documents")
+    eos = _eos(tokenizer)
     encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, verbose=False)["input_ids"]
     for ids in encoded:
         ids.append(eos)
     return encoded
+
+
+def encode_documents_with_bytes(tokenizer: Any, texts: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """:func:`encode_documents`' ids, and for each token the UTF-8 bytes of its document it covers (the eos
+    appended: :data:`SEPARATOR`). Needs a fast tokenizer: the bytes come from its character offsets."""
+    eos = _eos(tokenizer)
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "byte counts need a fast tokenizer (a tokenizer.json, for its character offsets); this one is "
+            f"{type(tokenizer).__name__}: save it with AutoTokenizer.from_pretrained(..., use_fast=True)"
+        )
+    enc = tokenizer(texts, add_special_tokens=False, return_attention_mask=False, return_offsets_mapping=True,
+                    verbose=False)
+    ids_out, bytes_out = enc["input_ids"], []
+    for text, ids, offsets in zip(texts, ids_out, enc["offset_mapping"], strict=True):
+        counts = token_byte_counts(text, [end for _, end in offsets])
+        counts.append(SEPARATOR)
+        ids.append(eos)
+        bytes_out.append(counts)
+    return ids_out, bytes_out
+
+
+def token_byte_counts(text: str, ends: Sequence[int]) -> list[int]:
+    """UTF-8 bytes each token covers, from the character offset where each token ends.
+
+    A token covers the text from the previous token's end to its own end, so whitespace that no token's
+    offsets include (byte-level BPE and metaspace trim it) belongs to the next token, and text after the last
+    token's end to the last token: the counts of a document sum to ``len(text.encode())`` whatever the
+    tokenizer's model or pre-tokenizer. Ends are made non-decreasing first (a token inside a multi-byte
+    character may repeat its character's offsets: the first one gets the bytes, the next 0). Linear in the text.
+    """
+    if not ends:
+        return []  # a document the tokenizer maps to nothing: no token carries its bytes
+    stops = np.maximum.accumulate(np.asarray(ends, dtype=np.int64))
+    stops[-1] = len(text)
+    if not text.isascii():  # character offsets -> byte offsets: the byte length of every code point, summed
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
+        widths = 1 + (points >= 0x80).astype(np.int64) + (points >= 0x800) + (points >= 0x10000)
+        stops = np.concatenate(([0], np.cumsum(widths)))[stops]
+    return np.diff(stops, prepend=0).tolist()
+
+
+@dataclass
+class Block:
+    """One packed block: token ids, and with ``with_bytes`` the UTF-8 bytes each token covers
+    (:data:`SEPARATOR` for the eos between documents) and the index of the document each token belongs to
+    (counted from 0 over everything packed; an eos belongs to the document it ends)."""
+
+    ids: list[int]
+    nbytes: list[int] | None = None
+    docs: list[int] | None = None
 
 
 @dataclass
@@ -39,19 +99,48 @@ class PackedBlocks:
     tokens: int = 0
 
     def __iter__(self) -> Iterator[list[int]]:
+        for block in self.blocks(with_bytes=False):
+            yield block.ids
+
+    def blocks(self, with_bytes: bool = True) -> Iterator[Block]:
+        """The blocks as :class:`Block`; ``with_bytes`` adds per-token byte counts and document indices
+        (a fast tokenizer is needed, see :func:`encode_documents_with_bytes`)."""
         if self.block_size < 1:
             raise ValueError(f"block_size must be at least 1, got {self.block_size}")
         size = self.block_size
         buf: list[int] = []
+        nbytes: list[int] = []
+        docs: list[int] = []
         for texts in self.text_batches:
-            encoded = encode_documents(self.tokenizer, texts)
+            if with_bytes:
+                encoded, counts = encode_documents_with_bytes(self.tokenizer, texts)
+                for doc, (ids, c) in enumerate(zip(encoded, counts, strict=True), self.docs):
+                    nbytes.extend(c)
+                    docs.extend([doc] * len(ids))
+            else:
+                encoded = encode_documents(self.tokenizer, texts)
             for ids in encoded:
                 buf.extend(ids)
                 self.tokens += len(ids)
             self.docs += len(encoded)
             full = len(buf) // size * size
             for start in range(0, full, size):
-                yield buf[start : start + size]
+                yield _block(buf, nbytes, docs, start, start + size, with_bytes)
             buf = buf[full:]
+            if with_bytes:
+                nbytes, docs = nbytes[full:], docs[full:]
         if buf:
-            yield buf
+            yield _block(buf, nbytes, docs, 0, len(buf), with_bytes)
+
+
+def _block(ids: list[int], nbytes: list[int], docs: list[int], start: int, stop: int, with_bytes: bool) -> Block:
+    if not with_bytes:
+        return Block(ids[start:stop])
+    return Block(ids[start:stop], nbytes[start:stop], docs[start:stop])
+
+
+def _eos(tokenizer: Any) -> int:
+    eos = tokenizer.eos_token_id
+    if eos is None:  # the tokenizer loaders refuse such tokenizers first, naming the flag
+        raise ValueError("the tokenizer has no eos token, which separates packed documents")
+    return eos
