@@ -160,6 +160,28 @@ def test_each_target_token_counts_for_its_own_document(hf_model, tmp_path):
     assert [groups[s]["bytes"] for s in "abc"] == [len(docs[0]) - first_token_bytes, len(docs[1]), len(docs[2])]
 
 
+def test_the_training_callback_logs_heldout_bpb_as_evaluation_scores_it(tmp_path, tokenizer_dir, shards_dir):
+    from modeling.train import main
+    from tests.modeling.test_train import read_metrics, series, tiny_args
+
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(json.dumps({"text": d}) + "\n" for d in make_docs(30, seed=21)))
+    cli = main(tiny_args(tmp_path / "runs", tokenizer_dir, shards_dir, "--trainer.max_steps", "4",
+                         "--data.max_docs", "60", "--trainer.callbacks+", "modeling.evaluation.heldout.HeldoutBitsPerByte",
+                         "--trainer.callbacks.data", str(heldout), "--trainer.callbacks.every_n_steps", "2",
+                         "--trainer.callbacks.max_docs", "20"))
+    rows = read_metrics(Path(cli.trainer.log_dir))
+    bpb, ppl = series(rows, "heldout/bpb"), series(rows, "heldout/ppl")
+    assert len(bpb) == 2 and len(ppl) == 2 and len(series(rows, "heldout/acc")) == 2  # steps 2 and 4
+    assert [int(r["step"]) for r in rows if r.get("heldout/bpb")] == [2, 4]
+    # the last one is what evaluation computes for the trained model on the same documents and block size
+    model, tok = cli.model.model.eval(), cli.datamodule.tokenizer
+    want = language_model_metrics(model, tok, [heldout], "text", block_size=32, max_docs=20)
+    assert bpb[-1] == pytest.approx(want["bits_per_byte"], rel=1e-5)
+    assert ppl[-1] == pytest.approx(want["perplexity"], rel=1e-5)
+    assert bpb[-1] < bpb[0]  # it learns (the held-out documents are like the training ones)
+
+
 def test_a_slow_tokenizer_leaves_bpb_out_by_default_and_is_an_error_when_asked(gpt2_dir, tmp_path, monkeypatch):
     from modeling.evaluate import EvaluateError
 
