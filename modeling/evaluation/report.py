@@ -22,7 +22,10 @@ GROUP_COLUMNS = (("bits_per_byte", "bpb"), ("perplexity", "ppl"), ("next_token_a
 def report_paths(output: str | Path) -> tuple[Path, Path]:
     """Where the Markdown report and the chart go for a given metrics path."""
     out = Path(output)
-    return out.with_suffix(".md"), out.with_name(f"{out.stem}-bpb.png")
+    md = out.with_suffix(".md")
+    if md == out:  # --output metrics.md: the JSON keeps that name, the report must not overwrite it
+        md = out.with_name(f"{out.stem}-report.md")
+    return md, out.with_name(f"{out.stem}-bpb.png")
 
 
 def write_report(result: dict[str, Any], output: str | Path) -> list[Path]:
