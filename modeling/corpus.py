@@ -117,8 +117,87 @@ def iter_text_batches(
     Nulls and non-strings are skipped (curated shards have none; raw files might). Plain-text files yield
     one document per file, since that is how a user hands over a corpus of ``.txt`` documents.
     """
-    for batch in iter_keyed_documents(files, text_column, None, batch_size, max_docs):
-        yield [text for _, text in batch]
+    for texts, _ in iter_document_batches(files, text_column, (), batch_size, max_docs):
+        yield texts
+
+
+def iter_document_batches(
+    files: Sequence[Path],
+    text_column: str = "text",
+    columns: Sequence[str] = (),
+    batch_size: int = 1000,
+    max_docs: int | None = None,
+) -> Iterator[tuple[list[str], dict[str, list[object]]]]:
+    """:func:`iter_text_batches`' documents with the values of ``columns`` on the same rows (per-source
+    evaluation reads ``source`` beside ``text``): ``(texts, {column: values})``, the lists aligned.
+
+    A file or row without one of ``columns`` gives None there (plain-text files have no columns)."""
+    remaining = max_docs if max_docs is not None else float("inf")
+    batch: list[str] = []
+    extra: dict[str, list[object]] = {c: [] for c in columns}
+
+    def flush() -> tuple[list[str], dict[str, list[object]]]:
+        nonlocal batch, extra
+        out = (batch, extra)
+        batch, extra = [], {c: [] for c in columns}
+        return out
+
+    def take(texts: Sequence[object], values: dict[str, Sequence[object]]) -> Iterator[tuple[list[str], dict]]:
+        nonlocal remaining
+        for i, t in enumerate(texts):
+            if remaining <= 0:
+                return
+            if isinstance(t, str) and t:
+                batch.append(t)
+                for c in columns:
+                    extra[c].append(values[c][i])
+                remaining -= 1
+                if len(batch) >= batch_size:
+                    yield flush()
+
+    for path in files:
+        if remaining <= 0:
+            break
+        fmt = detect_format(path)
+        if fmt == "parquet":
+            pf = pq.ParquetFile(path)
+            present = [c for c in columns if c in pf.schema_arrow.names and c != text_column]
+            for rb in pf.iter_batches(batch_size=batch_size, columns=[text_column, *present]):
+                texts = rb.column(0).to_pylist()
+                values = {c: (rb.column(c).to_pylist() if c in present else
+                              texts if c == text_column else [None] * len(texts)) for c in columns}
+                yield from take(texts, values)
+                if remaining <= 0:
+                    break
+        elif fmt == "jsonl":
+            with open_text(path, errors="replace") as fh:
+                rows: list[dict] = []
+                for line in fh:
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue
+                    if isinstance(row, dict):
+                        rows.append(row)
+                    if len(rows) >= batch_size:
+                        yield from take(*_columns_of_rows(rows, text_column, columns))
+                        rows = []
+                        if remaining <= 0:
+                            break
+                yield from take(*_columns_of_rows(rows, text_column, columns))
+        else:
+            with open_text(path, errors="replace") as fh:
+                yield from take([fh.read()], {c: [None] for c in columns})
+    if batch:
+        yield flush()
+
+
+def _columns_of_rows(rows: list[dict], text_column: str,
+                     columns: Sequence[str]) -> tuple[list[object], dict[str, list[object]]]:
+    return [r.get(text_column) for r in rows], {c: [r.get(c) for r in rows] for c in columns}
 
 
 def iter_keyed_documents(
@@ -132,56 +211,7 @@ def iter_keyed_documents(
     value as a string where the file has that column and the row a value (curated shards always do), else the
     text itself. Training splits train/validation by a hash of the key, so a document keeps its side whatever
     the file order, the sharding or an edit elsewhere in the corpus."""
-    remaining = max_docs if max_docs is not None else float("inf")
-    batch: list[tuple[str, str]] = []
-
-    def take(rows: Sequence[tuple[object, object]]) -> Iterator[list[tuple[str, str]]]:
-        nonlocal batch, remaining
-        for key, t in rows:
-            if remaining <= 0:
-                return
-            if isinstance(t, str) and t:
-                batch.append((t if key is None else str(key), t))
-                remaining -= 1
-                if len(batch) >= batch_size:
-                    yield batch
-                    batch = []
-
-    for path in files:
-        if remaining <= 0:
-            break
-        fmt = detect_format(path)
-        if fmt == "parquet":
-            pf = pq.ParquetFile(path)
-            with_id = id_column is not None and id_column in pf.schema_arrow.names
-            columns = [text_column, id_column] if with_id else [text_column]
-            for rb in pf.iter_batches(batch_size=batch_size, columns=columns):
-                texts = rb.column(0).to_pylist()
-                keys = rb.column(1).to_pylist() if with_id else [None] * len(texts)
-                yield from take(list(zip(keys, texts, strict=True)))
-                if remaining <= 0:
-                    break
-        elif fmt == "jsonl":
-            with open_text(path, errors="replace") as fh:
-                rows: list[tuple[object, object]] = []
-                for line in fh:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue
-                    if isinstance(row, dict):
-                        rows.append((row.get(id_column) if id_column is not None else None, row.get(text_column)))
-                    if len(rows) >= batch_size:
-                        yield from take(rows)
-                        rows = []
-                        if remaining <= 0:
-                            break
-                yield from take(rows)
-        else:
-            with open_text(path, errors="replace") as fh:
-                yield from take([(None, fh.read())])
-    if batch:
-        yield batch
+    columns = (id_column,) if id_column is not None and id_column != text_column else ()
+    for texts, values in iter_document_batches(files, text_column, columns, batch_size, max_docs):
+        keys = values[id_column] if columns else [None] * len(texts)
+        yield [(text if key is None else str(key), text) for key, text in zip(keys, texts, strict=True)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from common.errors import UserError
 
 #: Metrics computed from the model's next-token predictions on documents.
-LM_METRICS = ("perplexity", "next_token_accuracy")
+LM_METRICS = ("perplexity", "next_token_accuracy", "bits_per_byte")
 #: Metrics comparing generated continuations of prompts with references.
 TASK_METRICS = ("accuracy", "f1", "bleu", "rouge")
 
@@ -50,7 +50,17 @@ class EvaluateConfig:
     first_line: bool = False
     """Score only the first line of each generation (one-line answers; the model may ramble on after)."""
     output: str = "metrics.json"
-    """Where the metrics JSON is written."""
+    """Where the metrics JSON is written. A Markdown report (``<output stem>.md``) and, for breakdowns, a bar
+    chart of bits per byte per group (``<output stem>-bpb.png``) are written beside it."""
+    # curated shards' column names (curation/columns.py SOURCE, LANG; the curation contract does not export them)
+    breakdown_columns: tuple[str, ...] = ("source", "lang")
+    """Document columns to break bits per byte, perplexity and accuracy down by (curated shards carry ``source``
+    and ``lang``). Columns no ``data`` file has are skipped; ``()`` turns the breakdowns off."""
+    max_groups: int = 20
+    """Groups listed per breakdown, largest by bytes first; the rest are summed as one ``(other)`` row, so a
+    corpus of 10k sources stays readable and the rows still add up to the totals."""
+    report: bool = True
+    """Write the Markdown report and the bar chart beside ``output`` (the chart needs matplotlib)."""
     predictions: str | None = None
     """Also write each prompt, its references and the model's answer to this JSONL, for error analysis."""
     device: str = "auto"

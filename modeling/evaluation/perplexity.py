@@ -1,26 +1,25 @@
-"""Perplexity and next-token accuracy of a model on documents, over blocks packed exactly as training packs them.
+"""Perplexity, next-token accuracy and bits per byte of a model on documents, over blocks packed exactly as
+training packs them.
 
 The blocks come from :class:`modeling.packing.PackedBlocks` and the loss from ``modeling.loss``, the same code as
 training's cache and ``val_loss`` / ``val_ppl`` / ``val_acc``: on the same documents, tokenizer and block size the
-numbers are the ones training logs.
+numbers are the ones training logs. The scoring loop and the definition of bits per byte are
+``modeling.evaluation.scoring``'s, shared with training's held-out callback.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import torch
-from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from modeling.corpus import iter_text_batches
+from modeling.evaluation.breakdown import DocumentLabels, breakdown
 from modeling.evaluation.config import EvaluateError
+from modeling.evaluation.scoring import BYTES, score_blocks
 from modeling.export import load_checkpoint, max_positions, trained_block_size
-from modeling.inference import iter_batches
-from modeling.loss import IGNORE_INDEX, TokenPerplexity, next_token_targets, token_cross_entropy
 from modeling.packing import PackedBlocks
 from modeling.tokenizer.load import check_eos
 
@@ -81,68 +80,47 @@ def language_model_metrics(
     batch_size: int = 8,
     max_docs: int | None = None,
     log_every: int = 20,
-) -> dict[str, float | int]:
-    """Perplexity = exp(mean NLL over every predicted token), and next-token accuracy, over packed blocks.
+    with_bytes: bool = True,
+    breakdown_columns: Sequence[str] = (),
+    max_groups: int = 20,
+) -> dict[str, Any]:
+    """Perplexity = exp(mean NLL over every predicted token), next-token accuracy and (``with_bytes``) bits per
+    byte over packed blocks, and per value of each of ``breakdown_columns`` (see ``modeling.evaluation.scoring``
+    for the definitions and ``modeling.evaluation.breakdown`` for the groups).
 
     Each block predicts its tokens 2..n from the ones before; padding of the final short block is masked out
     and never scored. The mean is over tokens, not blocks, so the short last block weighs what it holds.
     """
     check_eos(tokenizer, f"the tokenizer {tokenizer.name_or_path!r}", "--tokenizer", EvaluateError)
-    device = next(model.parameters()).device
+    if (with_bytes or breakdown_columns) and not getattr(tokenizer, "is_fast", False):
+        raise EvaluateError(
+            f"bits_per_byte and the per-source breakdowns need a fast tokenizer (tokenizer.json) for its character "
+            f"offsets; {tokenizer.name_or_path!r} is {type(tokenizer).__name__}. Pass --tokenizer with a directory "
+            "holding a tokenizer.json, or --metrics perplexity,next_token_accuracy"
+        )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    # The training module's own metrics: the same definition as val_loss / val_ppl / val_acc.
-    loss_metric, ppl_metric, acc_metric = (
-        MeanMetric().to(device),
-        TokenPerplexity().to(device),
-        MeanMetric().to(device),
-    )
-    texts = iter_text_batches(files, text_column, batch_size=1000, max_docs=max_docs)
-    packed = PackedBlocks(texts, tokenizer, block_size)  # training's packing, not a copy of it
-    blocks = (b for b in packed if len(b) > 1)  # a final block of one token has nothing to predict
-    n_blocks = tokens = 0
-    start = time.perf_counter()
-    for step, batch in enumerate(iter_batches(blocks, batch_size), 1):
-        ids = torch.full((len(batch), max(map(len, batch))), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, block in enumerate(batch):
-            ids[row, : len(block)] = torch.tensor(block)
-            mask[row, : len(block)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
-        targets = next_token_targets(labels)
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            # One row at a time in float32: a whole (batch, time, vocab) float copy can exceed GPU memory.
-            nll = sum(token_cross_entropy(logits[r], targets[r], reduction="sum") for r in range(len(batch)))
-            keep = targets != IGNORE_INDEX
-            n = int(keep.sum())
-            correct = (logits.argmax(-1) == targets)[keep].float()
-            loss_metric.update(nll / n, n)
-            ppl_metric.update(nll / n, n)
-            acc_metric.update(correct)
-        n_blocks += len(batch)
-        tokens += n
-        if step % log_every == 0:
-            log.info(
-                "perplexity: %d blocks, %d tokens, running ppl %.3f, %.0f tokens/s",
-                n_blocks,
-                tokens,
-                float(ppl_metric.compute()),
-                tokens / (time.perf_counter() - start),
-            )
-    if tokens == 0:
+    labels = DocumentLabels(breakdown_columns)
+    packed = PackedBlocks(labels.read(files, text_column, max_docs=max_docs), tokenizer, block_size)
+    scores = score_blocks(model, packed.blocks(with_bytes=with_bytes or bool(breakdown_columns)), pad, batch_size,
+                          log_every)
+    if scores.tokens == 0:
         raise EvaluateError(
             f"no tokens to score in column {text_column!r} of {[str(f) for f in files[:3]]}: the "
             "data is empty or every document is blank"
         )
-    docs = packed.docs
-    log.info("perplexity: done, %d docs, %d blocks, %d predicted tokens", docs, n_blocks, tokens)
-    return {
-        "perplexity": float(ppl_metric.compute()),
-        "loss": float(loss_metric.compute()),
-        "next_token_accuracy": float(acc_metric.compute()),
-        "tokens": tokens,
-        "blocks": n_blocks,
-        "docs": docs,
+    log.info("perplexity: done, %d docs, %d blocks, %d predicted tokens", packed.docs, scores.blocks, scores.tokens)
+    out: dict[str, Any] = {
+        "perplexity": scores.perplexity,
+        "loss": scores.loss,
+        "next_token_accuracy": scores.next_token_accuracy,
+        "tokens": scores.tokens,
+        "blocks": scores.blocks,
+        "docs": packed.docs,
     }
-
+    if with_bytes:
+        total = scores.totals()
+        out.update(bits_per_byte=scores.bits_per_byte, bytes=int(total[BYTES]))
+    if breakdown_columns:
+        out["breakdowns"] = {c: breakdown(scores.per_doc, labels.codes(c), labels.names[c], max_groups)
+                             for c in breakdown_columns}
+    return out

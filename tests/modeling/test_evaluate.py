@@ -93,7 +93,7 @@ def test_every_model_form_through_the_cli(form, forms, small_shards, tmp_path, c
     )
     assert code == 0
     result = json.loads(out.read_text())
-    assert set(result["metrics"]) == {"perplexity", "next_token_accuracy"}
+    assert set(result["metrics"]) == {"perplexity", "next_token_accuracy", "bits_per_byte"}
     assert 1 < result["metrics"]["perplexity"] < 400  # a 320-token vocabulary: uniform guessing is ~320
     lm = result["details"]["language_modeling"]
     if form == "ckpt":  # the training run's block size, read from the checkpoint
