@@ -253,14 +253,23 @@ def summarize(cfg: PipelineConfig) -> str:
         rows_in, rows_out = report.get("rows_in", 0), report.get("rows_out", 0)
         reasons = ", ".join(f"{k}={v:,}" for k, v in sorted(dropped.items()))
         lines.append(f"  rows: {rows_in:,} in -> {rows_out:,} kept, {sum(dropped.values()):,} dropped ({reasons})")
+        split = report.get("split") or {}
+        if split.get("heldout"):
+            lines.append(f"  split: {split['train']['docs']:,} documents to train on, {split['heldout']['docs']:,} "
+                         f"held out (by {split.get('key')} hash, fraction {split.get('effective_fraction')})")
     stats = _load_json(at.tokenizer / "train_stats.json")
     if stats:
         lines.append(f"  vocab size: {stats.get('vocab_size')} ({stats.get('model')})")
     metrics = _load_json(at.metrics)
     if metrics:
-        m = metrics.get("metrics", {})
-        lines.append(f"  perplexity on the curated shards: {m.get('perplexity', float('nan')):.3f}, "
-                     f"next-token accuracy: {m.get('next_token_accuracy', float('nan')):.3f}")
+        m, lm = metrics.get("metrics", {}), metrics.get("details", {}).get("language_modeling", {})
+        lines.append(f"  held-out ({lm.get('docs', '?')} documents never trained on): "
+                     f"bits per byte {m.get('bits_per_byte', float('nan')):.3f}, "
+                     f"perplexity {m.get('perplexity', float('nan')):.3f}, "
+                     f"next-token accuracy {m.get('next_token_accuracy', float('nan')):.3f}")
+        for row in metrics.get("harness", {}).get("results", []):
+            if row.get("metric") in ("acc", "acc_norm") and "_" in row.get("task", ""):
+                lines.append(f"  harness {row['task']} ({row['n']} items): {row['metric']} {row['value']:.3f}")
     if at.samples.is_file():
         first = at.samples.read_text(encoding="utf-8").splitlines()[:1]
         if first:

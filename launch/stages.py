@@ -18,7 +18,7 @@ from typing import Any
 
 from common.config import ConfigError, load_yaml
 
-STAGES: tuple[str, ...] = ("curation", "tokenizer", "train", "evaluate", "generate")
+STAGES: tuple[str, ...] = ("curation", "tasks", "tokenizer", "train", "evaluate", "generate")
 """Every stage, in the order it runs (the rows of :func:`stage_table`, in order)."""
 
 RUN_VERSION = "version_0"
@@ -31,6 +31,8 @@ class StageArgsConfig:
 
     curation: tuple[str, ...] = ()
     """Extra flags of ``python -m curation run``, e.g. ``[--num_cpus, "2"]``."""
+    tasks: tuple[str, ...] = ()
+    """Extra flags of ``python -m modeling.harness tasks``, e.g. ``[--max_docs, "500"]``."""
     tokenizer: tuple[str, ...] = ()
     """Extra flags of ``python -m modeling.tokenizer train``, e.g. ``[--vocab_size, "1000"]``."""
     train: tuple[str, ...] = ()
@@ -56,6 +58,10 @@ class PipelineConfig:
     pipeline (the name is the config file's, unless ``extra_args.train`` gives ``--name``)."""
     prompts: str = "configs/generate/prompts.txt"
     """Prompts for the generation stage (``--prompts``)."""
+    harness_tasks: tuple[str, ...] = ("domain",)
+    """lm-evaluation-harness tasks the evaluation stage runs next to perplexity and bits per byte: ``domain``
+    (the two tasks the ``tasks`` stage writes from the held-out split), its parts ``domain_cloze`` and
+    ``domain_choice``, or hub tasks where the hub is reachable (``hellaswag``, ...). Empty: none."""
     extra_args: StageArgsConfig = field(default_factory=StageArgsConfig)
     """Extra flags per stage, appended after the pipeline's own (later flags win)."""
     stages: tuple[str, ...] = STAGES
@@ -132,6 +138,10 @@ class Layout:
         return self.curated / "data"
 
     @property
+    def tasks(self) -> Path:
+        return self.root / "tasks"
+
+    @property
     def tokenizer(self) -> Path:
         return self.root / "tokenizer"
 
@@ -203,7 +213,9 @@ def reads_fingerprint(reads: tuple[str, ...]) -> list[Any]:
 
 
 def stage_table(cfg: PipelineConfig) -> tuple[StageSpec, ...]:
-    """The five stages, wired to each other's outputs under ``cfg.output``."""
+    """The stages, wired to each other's outputs under ``cfg.output``. Curation splits once: the tokenizer and
+    training read its ``data/``; the domain tasks and evaluation its held-out ``heldout/`` (evaluation names the
+    curation output, which stands for its held-out split)."""
     at = layout(cfg)
     x = cfg.extra_args
     shards, tokenizer, run = str(at.shards), str(at.tokenizer), at.run
@@ -217,6 +229,14 @@ def stage_table(cfg: PipelineConfig) -> tuple[StageSpec, ...]:
             done=("curated/_SUCCESS", "curated/report.json", "curated/data/part-*"),
             params=(cfg.curation_config,),
             reads=tuple(raw_inputs(cfg)),
+        ),
+        StageSpec(
+            name="tasks",
+            module="modeling.harness",
+            args=("tasks", "--data", str(at.curated), "--output", str(at.tasks), *x.tasks),
+            outs=(Out(str(at.tasks)),),
+            done=("tasks/domain_tasks.json",),
+            upstream=("curation",),
         ),
         StageSpec(
             name="tokenizer",
@@ -244,10 +264,12 @@ def stage_table(cfg: PipelineConfig) -> tuple[StageSpec, ...]:
         StageSpec(
             name="evaluate",
             module="modeling.evaluate",
-            args=("--model", str(run / "hf"), "--data", shards, "--output", str(at.metrics), *x.evaluate),
+            args=("--model", str(run / "hf"), "--data", str(at.curated), "--output", str(at.metrics),
+                  *(("--harness_tasks", ",".join(cfg.harness_tasks), "--harness_include", str(at.tasks))
+                    if cfg.harness_tasks else ()), *x.evaluate),
             outs=(Out(str(at.metrics), cache=False, metric=True),),
             done=("metrics.json",),
-            upstream=("curation", "train"),
+            upstream=("curation", "tasks", "train"),
         ),
         StageSpec(
             name="generate",

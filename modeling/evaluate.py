@@ -33,6 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from common.cli import Command, run_command
 from common.files import detect_format
 from modeling.evaluation.config import EvaluateConfig, EvaluateError
 from modeling.evaluation.data import choose_metrics, resolve_data
+from modeling.evaluation.harness import HarnessConfig, evaluate_model, markdown_table, require_lm_eval
 from modeling.evaluation.perplexity import choose_block_size, language_model_metrics
 from modeling.evaluation.report import write_report
 from modeling.evaluation.tasks import task_metrics
@@ -59,6 +61,9 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         )
     files, columns = resolve_data(cfg.data)
     lm, task = choose_metrics(cfg.metrics, columns, cfg)
+    harness = harness_config(cfg)
+    if harness is not None:
+        require_lm_eval()  # before the model loads
     DecodingSetting.parse(cfg.decoding)  # a typo fails before the model loads
     start = time.perf_counter()
     model, tokenizer = load_model(cfg.model, cfg.device, cfg.dtype, cfg.tokenizer)
@@ -106,6 +111,11 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             "first_line": cfg.first_line,
             "files": len(task_files),
         }
+    if harness is not None:
+        rows, raw = evaluate_model(model, tokenizer, harness)
+        result["harness"] = {"results": [asdict(r) for r in rows], "versions": raw.get("versions", {}),
+                             "tasks": list(harness.tasks), "include_path": list(harness.include_path)}
+        log.info("harness:\n%s", markdown_table(rows))
     result["run"] = {
         "model": str(cfg.model),
         "data": [str(f) for f in files],
@@ -122,6 +132,15 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         log.info("report: %s", ", ".join(map(str, write_report(result, out_path))))
     log.info("wrote %s: %s", out_path, ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items()))
     return result
+
+
+def harness_config(cfg: EvaluateConfig) -> HarnessConfig | None:
+    """The lm-evaluation-harness part of an evaluation, or None when it names no task."""
+    if not cfg.harness_tasks:
+        return None
+    return HarnessConfig(model=cfg.model, tasks=cfg.harness_tasks, include_path=cfg.harness_include,
+                         batch_size=cfg.batch_size, limit=cfg.harness_limit, num_fewshot=cfg.harness_num_fewshot,
+                         seed=cfg.seed)
 
 
 COMMAND = Command(prog="python -m modeling.evaluate", description=__doc__, config=EvaluateConfig)

@@ -8,16 +8,16 @@ names any other set. With neither, ``test`` stops and says so instead of scoring
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.files import InputError
-from curation import curated_data_dir
+from curation import DATA_DIR, HELDOUT_DIR, curated_data_dir, curated_heldout_dir
 from modeling.corpus import resolve_text_files
 
-#: The folder of held-out documents beside a curation output's ``data/``.
-HELDOUT_DIR = "heldout"
+log = logging.getLogger(__name__)
 
 
 def heldout_folder(path: str | Sequence[str] | None) -> Path | None:
@@ -32,6 +32,32 @@ def heldout_folder(path: str | Sequence[str] | None) -> Path | None:
             held = root / HELDOUT_DIR
             return held if held.is_dir() else None
     return None
+
+
+def is_curation_output(path: Path) -> bool:
+    """``path`` is a curation output folder (it has the tool's manifest; an unfinished one raises)."""
+    return path.is_dir() and curated_data_dir(path) != path
+
+
+def heldout_inputs(inputs: Sequence[str], option: str = "--data") -> list[str]:
+    """Evaluation inputs with every curation output folder replaced by its ``heldout/``: evaluating "the
+    corpus" means the documents no training saw. A curation output without one is refused, saying how to get
+    one; its ``data/`` named on purpose is scored, with a warning that it is training data."""
+    out: list[str] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if is_curation_output(p):
+            try:
+                out.append(str(curated_heldout_dir(p)))
+            except InputError as err:
+                raise InputError(f"{option} {raw}: {err} (or name its {DATA_DIR}/ folder to score training data, "
+                                 "knowing the number flatters the model)") from err
+            continue
+        if p.name == DATA_DIR and is_curation_output(p.parent):
+            log.warning("%s %s is the training side of a curation output: the scores flatter the model; "
+                        "%s/ beside it holds the documents training never saw", option, raw, HELDOUT_DIR)
+        out.append(raw)
+    return out
 
 
 def resolve_test_files(test_path: str | Sequence[str] | None, path: str | Sequence[str] | None,

@@ -19,8 +19,8 @@ from common.errors import USAGE_ERROR, UserError, run_main
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("curation", "modeling", "launch")
 
-CURATION_CONTRACT = {"IncompleteOutputError", "curated_data_dir", "curated_heldout_dir", "require_complete",
-                     "__version__"}
+CURATION_CONTRACT = {"DATA_DIR", "HELDOUT_DIR", "IncompleteOutputError", "curated_data_dir", "curated_heldout_dir",
+                     "require_complete", "__version__"}
 """What another package may import from curation: ``from curation import <one of these>``."""
 
 USER_ERRORS = {

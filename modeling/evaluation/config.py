@@ -71,4 +71,14 @@ class EvaluateConfig:
     """Tokenizer directory overriding the one saved with the model (or recorded in the checkpoint)."""
     log_every: int = 20
     """Log progress every this many batches."""
-
+    harness_tasks: tuple[str, ...] = ()
+    """lm-evaluation-harness tasks run on the same loaded model after the metrics above, their table in the
+    output's ``harness`` section: the local domain tasks (``domain``, ``domain_cloze``, ``domain_choice``, written
+    by ``python -m modeling.harness tasks`` into a ``harness_include`` folder) or standard hub tasks
+    (``hellaswag``, ``arc_easy``, ... where the hub is reachable)."""
+    harness_include: tuple[str, ...] = ()
+    """Folders of task YAMLs for ``harness_tasks`` (the folder the domain tasks were written to)."""
+    harness_limit: int | None = None
+    """Score at most this many items per harness task: a quick look, not a number to report."""
+    harness_num_fewshot: int | None = None
+    """Few-shot examples per harness item; None keeps each task's default."""

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from common.files import InputError, detect_format
 from modeling.corpus import TEXT_FORMATS, open_text, resolve_corpus_files
 from modeling.evaluation.config import LM_METRICS, TASK_METRICS, EvaluateConfig, EvaluateError
+from modeling.heldout import heldout_inputs
 
 
 def columns_of(path: Path) -> list[str]:
@@ -32,8 +33,9 @@ def columns_of(path: Path) -> list[str]:
 
 
 def resolve_data(data: Sequence[str]) -> tuple[list[Path], dict[Path, list[str]]]:
-    """Resolve ``--data`` to files and read each file's columns once."""
-    files = resolve_corpus_files(list(data))
+    """Resolve ``--data`` to files and read each file's columns once; a curation output folder stands for its
+    held-out split (:func:`modeling.heldout.heldout_inputs`)."""
+    files = resolve_corpus_files(heldout_inputs(list(data)))
     unknown = [str(f) for f in files if detect_format(f) not in TEXT_FORMATS]
     if unknown:
         raise InputError(f"--data: cannot read {unknown[:5]}: use .parquet, .jsonl[.gz] or .txt files")

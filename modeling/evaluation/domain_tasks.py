@@ -40,14 +40,13 @@ from typing import Any
 import yaml
 
 from common.errors import UserError
-from curation.layout import curated_data_dir
+from common.files import InputError
 from modeling.corpus import iter_text_batches, resolve_text_files
+from modeling.heldout import heldout_inputs
 from modeling.inference import derive_seed
 
 log = logging.getLogger("modeling.evaluate")
 
-#: Folder of a curation output that holds the held-out split (written by curation; never trained on).
-HELDOUT_DIR = "heldout"
 #: Manifest of a generated task folder: options, sources and counts.
 MANIFEST_NAME = "domain_tasks.json"
 
@@ -58,7 +57,7 @@ class DomainTaskError(UserError):
 
 @dataclass(frozen=True)
 class DomainTasksConfig:
-    """How to turn held-out documents into the two lm-eval tasks (one field per future command flag)."""
+    """How to turn held-out documents into the two lm-eval tasks: ``python -m modeling.harness tasks``."""
 
     data: tuple[str, ...]
     """Held-out documents: parquet / jsonl[.gz] / txt files, folders or globs. A curation output folder stands
@@ -195,19 +194,10 @@ def choice_items(
 def resolve_heldout(inputs: Sequence[str], text_column: str = "text") -> list[Path]:
     """Files of the held-out documents. A curation output folder means its ``heldout/``; without one it is
     refused, because its ``data/`` is the training split and a test on it would flatter the model."""
-    mapped: list[str] = []
-    for raw in inputs:
-        p = Path(raw).expanduser()
-        if p.is_dir() and curated_data_dir(p) != p:
-            if not (p / HELDOUT_DIR).is_dir():
-                raise DomainTaskError(
-                    f"{raw} is a curation output without a {HELDOUT_DIR}/ folder: its data/ is what the model "
-                    f"trained on. Pass held-out documents (a curation run with a held-out split writes "
-                    f"{HELDOUT_DIR}/), or a folder of documents the model never saw"
-                )
-            p = p / HELDOUT_DIR
-        mapped.append(str(p))
-    return resolve_text_files(mapped, text_column, "text_column")
+    try:
+        return resolve_text_files(heldout_inputs(inputs, "data"), text_column, "text_column")
+    except InputError as err:
+        raise DomainTaskError(str(err)) from err
 
 
 def read_documents(cfg: DomainTasksConfig) -> tuple[list[str], list[Path]]:

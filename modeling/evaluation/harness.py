@@ -7,8 +7,8 @@ the hub's or local ones from ``include_path`` (such as the domain tasks of
 :mod:`modeling.evaluation.domain_tasks`). The result is a compact table (task, metric, value, stderr, n) written
 as JSON and Markdown.
 
-lm-eval is optional at run time (``pip install lm-eval``, or this project's ``eval`` extra): it is imported inside
-the functions, and a missing install is a one-line error that names the command to run.
+lm-eval is a dependency of the project, imported inside the functions (its import costs seconds that perplexity
+alone should not pay); an environment without it gets a one-line error that names the command to run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from modeling.inference import load_model
 
 log = logging.getLogger("modeling.evaluate")
 
-INSTALL_HINT = "pip install lm-eval (or this project's extra: pip install -e '.[eval]')"
+INSTALL_HINT = "pip install 'lm-eval>=0.4.13,<0.5' (a dependency of this project: pip install -e . installs it)"
 
 
 class HarnessError(UserError):
@@ -38,7 +38,7 @@ class HarnessError(UserError):
 
 @dataclass(frozen=True)
 class HarnessConfig:
-    """One lm-evaluation-harness run on one model (one field per future command flag)."""
+    """One lm-evaluation-harness run on one model: ``python -m modeling.harness run`` (every field a flag)."""
 
     model: str
     """A Lightning ``.ckpt``, a Hugging Face model directory or a PEFT adapter directory."""

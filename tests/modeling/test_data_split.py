@@ -193,3 +193,49 @@ def test_test_without_heldout_documents_is_a_clear_error(tokenizer_dir, tmp_path
             d.setup("test")
     with pytest.raises(DataConfigError, match=r"--data.test_path: .* is also read by training"):
         dm(tokenizer_dir, plain, tmp_path, test_path=str(plain / "part-00000.parquet"))
+
+
+# ------------------------------------------------------------- the three sides, from a real curation run
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_training_validation_and_heldout_are_disjoint_from_curation_to_test(tokenizer_dir, tok, tmp_path):
+    """Curation (Ray, real steps) splits off heldout/; the data module carves validation out of data/ by
+    document and tests on heldout/: every document is on exactly one of the three sides, by id and by text."""
+    import ray
+
+    from curation.config import build_config
+    from curation.pipeline import run
+    from curation.sample import generate
+
+    generate(tmp_path / "raw", docs=300, seed=5)
+    out = tmp_path / "curated"
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        run(build_config(None, {"input": [str(tmp_path / "raw")], "output": str(out), "progress": False,
+                                "steps": ["normalize", "html", "urls", "whitespace", "quality", "dedup", "pii"],
+                                "split": {"heldout_fraction": 0.15}}))
+    finally:
+        ray.shutdown()
+    kept = [(r["id"], r["text"]) for r in pq.read_table(out / "data").to_pylist()]
+    held = [(r["id"], r["text"]) for r in pq.read_table(out / "heldout").to_pylist()]
+    assert kept and held
+    d = dm(tokenizer_dir, out, tmp_path, val_fraction=0.1)
+    d.setup("fit")
+    d.setup("test")
+    # the sides by id: validation is what the data module's rule picks among data/, test is heldout/
+    val = [(i, t) for i, t in kept if is_validation(i, 0.1, d.seed)]
+    train = [(i, t) for i, t in kept if not is_validation(i, 0.1, d.seed)]
+    assert val and len(val) < len(train)
+    for a, b in ((train, val), (train, held), (val, held)):
+        assert not {i for i, _ in a} & {i for i, _ in b}  # by id
+        assert not {t for _, t in a} & {t for _, t in b}  # by text
+
+    # and what the data module really packed into each set is exactly those documents (as token sequences)
+    def tokens(rows):
+        return sorted(tuple(tok(t, add_special_tokens=False)["input_ids"]) for _, t in rows)
+
+    assert sorted(documents(d.train_set, tok.eos_token_id)) == tokens(train)
+    assert sorted(documents(d.val_set, tok.eos_token_id)) == tokens(val)
+    assert sorted(documents(d.test_set, tok.eos_token_id)) == tokens(held)
