@@ -149,6 +149,7 @@ def _commands() -> list[tuple[str, list[str], Path]]:
     out += [("modeling.tokenizer", ["train"], c) for c in sorted((REPO / "configs/tokenizer").glob("*.yaml"))]
     out += [("modeling.evaluate", [], c) for c in sorted((REPO / "configs/evaluate").glob("*.yaml"))]
     out += [("modeling.generate", [], c) for c in sorted((REPO / "configs/generate").glob("*.yaml"))]
+    out += [("modeling.harness", [c.stem], c) for c in sorted((REPO / "configs/harness").glob("*.yaml"))]
     out += [("launch.pipeline", [], c) for c in sorted((REPO / "configs/pipeline").glob("*.yaml"))]
     out += [("launch.dvc", [], c) for c in sorted((REPO / "configs/pipeline").glob("*.yaml"))]
     return out
@@ -169,7 +170,7 @@ def test_every_command_prints_its_shipped_configs_and_takes_the_print_back(modul
     assert isinstance(data, dict) and set(yaml.safe_load(config.read_text()) or {}) <= set(data)
     if printed.startswith("# not set yet"):  # a stage config the pipeline completes: fill the required keys
         missing = printed.splitlines()[0].split(":", 1)[1].replace(" ", "").split(",")
-        data.update({k: (["x"] if k in ("input", "data") else "x") for k in missing})
+        data.update({k: (["x"] if k in ("input", "data", "tasks") else "x") for k in missing})
     again = tmp_path / "printed.yaml"
     again.write_text(yaml.safe_dump(data))
     assert main([*sub, "--config", str(again), "--print_config"]) == 0
@@ -177,12 +178,12 @@ def test_every_command_prints_its_shipped_configs_and_takes_the_print_back(modul
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("module", ["curation", "modeling.tokenizer", "modeling.evaluate", "modeling.generate",
-                                    "launch.pipeline", "launch.dvc"])
-def test_python_dash_m_help_and_bad_flag(module):
-    help_ = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
-                           timeout=120)
+@pytest.mark.parametrize("command", ["curation run", "modeling.tokenizer train", "modeling.tokenizer inspect",
+                                     "modeling.evaluate", "modeling.generate", "modeling.harness tasks",
+                                     "modeling.harness run", "launch.pipeline", "launch.dvc"])
+def test_python_dash_m_help_and_bad_flag(command):
+    argv = [sys.executable, "-m", *command.split()]
+    help_ = subprocess.run([*argv, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0 and "--print_config" in help_.stdout and "--config FILE" in help_.stdout
-    bad = subprocess.run([sys.executable, "-m", module, "--no_such_flag", "1"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run([*argv, "--no_such_flag", "1"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1

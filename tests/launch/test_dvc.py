@@ -40,7 +40,7 @@ def repo(tmp_path: Path) -> Path:
 
 def test_dvc_repro_runs_the_pipeline_then_only_what_changed(repo: Path):
     first = _dvc(repo, "repro")
-    for stage in ("curation", "tokenizer", "train", "evaluate", "generate"):
+    for stage in ("curation", "tasks", "tokenizer", "train", "evaluate", "generate"):
         assert f"Running stage '{stage}'" in first
     out = repo / "out" / "dvc"
     assert (out / "curated" / "report.json").is_file() and (out / "tokenizer" / "tokenizer.json").is_file()

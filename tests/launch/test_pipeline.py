@@ -160,6 +160,7 @@ def test_demo_pipeline_end_to_end_then_all_skipped(tmp_path, capsys, monkeypatch
     data += (
         "extra_args:\n"
         "  curation: [--num-cpus, '1']\n"
+        "  tasks: []\n"
         "  tokenizer: [--vocab-size, '400', --model, bpe]\n"
         "  train: [--trainer.max_steps, '6', --trainer.val_check_interval, '3']\n"
         "  evaluate: [--max-docs, '50']\n"
@@ -169,12 +170,19 @@ def test_demo_pipeline_end_to_end_then_all_skipped(tmp_path, capsys, monkeypatch
 
     assert main(["--config", str(extra), "--output", str(out), "--quiet"]) == 0
     first = capsys.readouterr().out
-    assert "ran: curation, tokenizer, train, evaluate, generate" in first
+    assert "ran: curation, tasks, tokenizer, train, evaluate, generate" in first
     report = json.loads((out / "curated/report.json").read_text())
     assert report["rows_out"] > 0 and f"{report['rows_out']:,} kept" in first
     stats = json.loads((out / "tokenizer/train_stats.json").read_text())
     assert stats["vocab_size"] <= 400 and f"vocab size: {stats['vocab_size']}" in first
-    assert json.loads((out / "metrics.json").read_text())["metrics"]["perplexity"] > 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["metrics"]["perplexity"] > 1 and metrics["metrics"]["bits_per_byte"] > 0
+    # evaluation scored the held-out split, never a training document, and ran a harness task on it
+    assert all("/curated/heldout/" in f for f in metrics["run"]["data"])
+    held = report["split"]["heldout"]["docs"]
+    assert held > 0 and f"held-out ({held} documents never trained on): bits per byte " in first
+    cloze = [r for r in metrics["harness"]["results"] if r["task"] == "domain_cloze" and r["metric"] == "acc"]
+    assert cloze and 0 <= cloze[0]["value"] <= 1 and "harness domain_cloze" in first
     assert (out / "samples.jsonl").read_text().strip() and "sample (greedy)" in first
     assert sorted(p.name for p in (out / "train").glob("*/version_*")) == ["version_0"]
     assert (out / "logs/train.log").read_text().startswith("$ ")

@@ -239,3 +239,20 @@ def test_training_validation_and_heldout_are_disjoint_from_curation_to_test(toke
     assert sorted(documents(d.train_set, tok.eos_token_id)) == tokens(train)
     assert sorted(documents(d.val_set, tok.eos_token_id)) == tokens(val)
     assert sorted(documents(d.test_set, tok.eos_token_id)) == tokens(held)
+
+
+def test_evaluation_inputs_name_the_heldout_side_of_a_curation_output(tmp_path, caplog):
+    from common.files import InputError
+    from modeling.heldout import heldout_inputs
+
+    out = curated_output(tmp_path / "curated", corpus(10), corpus(3, seed=2, prefix="held"))
+    plain = write(tmp_path / "mine", corpus(4))
+    # the output folder stands for its held-out split; any other path is left as given
+    assert heldout_inputs([str(out), str(plain)]) == [str(out / "heldout"), str(plain)]
+    # its data/ named on purpose is scored, with a warning that it is training data
+    with caplog.at_level("WARNING"):
+        assert heldout_inputs([str(out / "data")]) == [str(out / "data")]
+    assert "training side of a curation output" in caplog.text
+    bare = curated_output(tmp_path / "bare", corpus(10), heldout=None)
+    with pytest.raises(InputError, match=r"--data .*bare: .*no heldout/ folder.*--split.heldout_fraction"):
+        heldout_inputs([str(bare)])
