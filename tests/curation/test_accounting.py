@@ -51,15 +51,6 @@ def test_nested_values_that_cannot_be_cast_become_json():
     assert t.column("m").to_pylist() == ["[1, 2]", None] and "m" in stringified
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _mixed_inputs(d):
     d.mkdir()
     (d / "a.jsonl").write_text("\n".join(json.dumps({"text": f"Document number {i} about routers.", "rating": i})

@@ -204,15 +204,6 @@ def test_clean_stage_runs_the_registered_clean_steps_in_order_without_ray():
 # ------------------------------------------------------------------------------------- end to end, through Ray
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_pipeline_runs_a_registered_step_in_its_stage_and_the_report_counts_it(ray_local, tmp_path):
