@@ -28,6 +28,7 @@ USER_ERRORS = {
     "curation.layout.OutputError", "curation.layout.IncompleteOutputError",
     "modeling.model_config.ModelConfigError", "modeling.data.DataConfigError", "modeling.export.ModelLoadError",
     "modeling.evaluation.config.EvaluateError", "modeling.inference.GenerateError", "modeling.runs.ResumeMismatchError",
+    "modeling.evaluation.harness.HarnessError", "modeling.evaluation.domain_tasks.DomainTaskError",
 }
 """Errors raised for input the user can fix: subclasses of UserError."""
 OTHER_ERRORS = {

@@ -132,7 +132,7 @@ def test_yaml_loads_with_lm_eval_task_manager(task_dir: Path, tmp_path: Path) ->
 
 def test_missing_lm_eval_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval now raises ImportError
-    with pytest.raises(HarnessError, match="pip install lm-eval"):
+    with pytest.raises(HarnessError, match=r"pip install 'lm-eval>=0\.4\.13,<0\.5'"):
         require_lm_eval()
 
 
