@@ -142,9 +142,10 @@ def test_without_an_eos_id_the_error_names_the_fix():
 
 
 # ------------------------------------------------------------------------------------- training
-@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
-def test_training_steps_run_with_the_mask(precision):
-    module = scratch("gpt2", "eager", optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2)).train()
+@pytest.mark.parametrize(("precision", "checkpointing"), [("32-true", False), ("bf16-mixed", True)])
+def test_training_steps_run_with_the_mask(precision, checkpointing):
+    module = scratch("gpt2", "eager", gradient_checkpointing=checkpointing,
+                     optimizer=lambda p: torch.optim.AdamW(p, lr=1e-2)).train()
     trainer = fit_tiny(module, steps=3, precision=precision)
     assert trainer.global_step == 3
     assert all(torch.isfinite(p).all() for p in module.parameters())
