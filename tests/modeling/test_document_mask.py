@@ -127,6 +127,20 @@ def test_a_bfloat16_lora_model_keeps_documents_apart(gpt2_dir):
     assert (leaked - first).abs().max() > 0.05
 
 
+def test_the_loss_skips_each_documents_first_token():
+    from modeling.loss import next_token_targets, token_cross_entropy
+
+    module = scratch("gpt2", "eager")
+    ids = torch.tensor([[5, 6, EOS, 7, 8, 9, EOS, 10, 11, 12, 13, EOS]])
+    with torch.no_grad():
+        loss = module._shared_step({"input_ids": ids}, "val")
+        logits = module(ids)[0]
+    kept = token_cross_entropy(logits, next_token_targets(mask_document_starts(ids, ids, EOS))[0])
+    every = token_cross_entropy(logits, next_token_targets(ids)[0])
+    torch.testing.assert_close(loss, kept)
+    assert (loss - every).abs() > 1e-4  # the two eos -> next-document targets are left out
+
+
 def test_fused_loss_sees_the_same_documents():
     ids = torch.tensor([[5, 6, EOS, 7, 8, 9, EOS, 10, 11, 12, 13, EOS]])
     losses = [scratch("llama", "eager", fused_cross_entropy=fused)._shared_step({"input_ids": ids}, "val")
