@@ -32,9 +32,16 @@ from transformers import PreTrainedModel
 from modeling.loss import IGNORE_INDEX
 from modeling.model_config import ModelConfigError
 
-#: Kernels that take packed documents as restarting position ids and need no explicit mask.
-FLASH_KERNELS = ("flash_attention_2", "flash_attention_3")
-POSITION_ID_KERNELS = (*FLASH_KERNELS, "flex_attention")
+#: Kernels that take packed documents as restarting position ids and need no explicit mask: flash attention
+#: (``flash_attention_2``/``_3`` and hub kernels such as ``kernels-community/flash-attn3``: any name with "flash")
+#: and flex attention.
+FLEX_KERNEL = "flex_attention"
+
+
+def is_flash_kernel(attn_implementation: str | None) -> bool:
+    """Whether transformers runs this attention implementation through its flash-attention wrapper (which takes
+    packed sequences as position ids of a single row, and no 4D mask)."""
+    return attn_implementation is not None and "flash" in attn_implementation
 
 
 def document_starts(input_ids: torch.Tensor, eos_id: int) -> torch.Tensor:
@@ -95,12 +102,12 @@ def document_inputs(input_ids: torch.Tensor, eos_id: int, attn_implementation: s
     ``mask_dtype`` is the eager kernel's additive mask dtype (the model's weights' dtype).
     """
     positions = document_position_ids(input_ids, eos_id)
-    if attn_implementation in POSITION_ID_KERNELS:
+    if is_flash_kernel(attn_implementation) or attn_implementation == FLEX_KERNEL:
         if padding_mask is not None and not bool(padding_mask.all()):
-            raise ValueError(
-                f"model.document_mask with {attn_implementation} takes no padding mask (the documents are told "
+            raise ModelConfigError(
+                f"--model.document_mask with {attn_implementation} takes no padding mask (the documents are told "
                 "apart by position ids alone): drop the attention_mask, or use attn_implementation sdpa or eager")
-        if attn_implementation in FLASH_KERNELS:
+        if is_flash_kernel(attn_implementation):
             return {"input_ids": input_ids.reshape(1, -1), "position_ids": positions.reshape(1, -1)}
         return {"input_ids": input_ids, "position_ids": positions}
     dtype = torch.bool if attn_implementation == "sdpa" else mask_dtype

@@ -66,13 +66,16 @@ def test_first_token_of_each_document_is_not_a_target():
     assert ids.tolist() == [[5, EOS, 7, 8, EOS, 9]]  # a copy
 
 
-def test_flash_attention_gets_one_flat_row_of_restarting_positions():
+@pytest.mark.parametrize("kernel", ["flash_attention_2", "flash_attention_3", "kernels-community/flash-attn3"])
+def test_flash_attention_gets_one_flat_row_of_restarting_positions(kernel):
     ids = torch.tensor([[5, EOS, 7], [8, 9, EOS]])
-    inputs = document_inputs(ids, EOS, "flash_attention_2")
+    inputs = document_inputs(ids, EOS, kernel)
     assert inputs["input_ids"].tolist() == [[5, EOS, 7, 8, 9, EOS]]
     assert inputs["position_ids"].tolist() == [[0, 1, 0, 0, 1, 2]]  # each row starts a document too
     assert "attention_mask" not in inputs
-    with pytest.raises(ValueError, match="use attn_implementation sdpa or eager"):
+    flex = document_inputs(ids, EOS, "flex_attention")  # masking_utils builds the block mask, batch as it is
+    assert flex["position_ids"].tolist() == [[0, 1, 0], [0, 1, 2]] and "attention_mask" not in flex
+    with pytest.raises(ModelConfigError, match="use attn_implementation sdpa or eager"):
         document_inputs(ids, EOS, "flash_attention_2", padding_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
 
 
