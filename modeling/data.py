@@ -171,6 +171,11 @@ class TextDataModule(LightningDataModule):
         """Token ids the model must embed: the tokenizer's base vocabulary plus added tokens."""
         return len(self.tokenizer)
 
+    @property
+    def eos_token_id(self) -> int:
+        """The eos the packer puts after every document (``model.document_mask`` finds the documents by it)."""
+        return self.tokenizer.eos_token_id
+
     # ------------------------------------------------------------------------------- Lightning
     def prepare_data(self) -> None:
         """Build the token cache unless it exists (for ``test``, the held-out set's only: training's is not

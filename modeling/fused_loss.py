@@ -29,14 +29,16 @@ LOGIT_TRANSFORMS = {"final_logit_softcapping": None, "logit_softcapping": None, 
                     "logits_scaling": 1.0}
 
 
-def fused_loss(model: PreTrainedModel, mode: FusedCrossEntropy, input_ids: torch.Tensor,
-               attention_mask: torch.Tensor | None, targets: torch.Tensor, with_accuracy: bool,
+def fused_loss(model: PreTrainedModel, mode: FusedCrossEntropy, inputs: dict[str, torch.Tensor],
+               targets: torch.Tensor, with_accuracy: bool,
                chunk_fn: ChunkFn = chunk_cross_entropy) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``model.fused_cross_entropy``: the transformer body, then the head and the loss chunk by chunk
-    (``modeling.loss``), never the full logits. Returns the mean loss and the correct-prediction count.
+    (``modeling.loss``), never the full logits. ``inputs`` are the body's keyword arguments (``input_ids`` and
+    optionally ``attention_mask``, ``position_ids``: ``modeling.document_mask``); ``targets`` are flat, in the
+    order of the flattened ``input_ids``. Returns the mean loss and the correct-prediction count.
     Call :func:`check_fused_matches_model` once first."""
     body, head = body_and_head(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    hidden = body(**inputs, use_cache=False).last_hidden_state
     hidden = hidden.reshape(-1, hidden.shape[-1])
     weight, bias, extra = head_operands(head, hidden)
     if mode == "liger":

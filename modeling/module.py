@@ -23,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from transformers import PretrainedConfig, PreTrainedModel
 
+from modeling.document_mask import document_eos, document_inputs, mask_document_starts
 from modeling.fused_loss import body_and_head, check_fused_matches_model, check_fused_supported, fused_loss
 from modeling.loss import (
     IGNORE_INDEX,
@@ -73,6 +74,8 @@ class CausalLMModule(LightningModule):
         gradient_checkpointing: bool = False,
         compile: bool = False,
         fused_cross_entropy: FusedCrossEntropy = "off",
+        document_mask: bool = False,
+        eos_token_id: int | None = None,
         optimizer: OptimizerCallable | None = None,
         scheduler: LRSchedulerCallable | None = None,
     ) -> None:
@@ -102,6 +105,15 @@ class CausalLMModule(LightningModule):
                 perplexity and accuracy mean the same (validation and test too); ``forward`` and exports are
                 unchanged. Needs a model whose logits are its output head applied to the last hidden state
                 (checked when training starts).
+            document_mask: Each document of a packed block attends only to itself and its position ids restart
+                at 0 after every eos (``modeling.document_mask``; docs/training.md, "Document-aware packing");
+                the first token of each document is then not a target. Boundaries come from the eos tokens in
+                the blocks, so the token cache is the same. Flash attention gets the packed sequence as position
+                ids (variable-length kernel, no mask); eager and SDPA an explicit block-diagonal causal mask.
+                Applies to training, validation, test and ``forward``.
+            eos_token_id: The tokenizer's eos, which separates packed documents (set by the CLI from
+                ``data.tokenizer``); None takes the model config's (a pretrained model). Used by
+                ``document_mask`` only.
             optimizer: Optimizer factory; default AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1, fused=True).
             scheduler: LR scheduler factory, stepped every optimizer step; default
                 WarmupCosineLR(warmup_steps=2% of the run).
@@ -119,6 +131,8 @@ class CausalLMModule(LightningModule):
         self.gradient_checkpointing = gradient_checkpointing
         self.use_compile = compile  # not `self.compile`: that would hide nn.Module.compile()
         self.fused_cross_entropy = fused_cross_entropy
+        self.document_mask = document_mask
+        self.eos_token_id = eos_token_id
         self._loss_fn = token_cross_entropy
         self._chunk_fn = chunk_cross_entropy
         self._compiled = False
@@ -161,6 +175,8 @@ class CausalLMModule(LightningModule):
         # without this, fine-tuning would run with dropout off. Follow the LightningModule's own mode instead.
         model.train(self.training)
         self.model = model
+        if self.document_mask:
+            self.eos_token_id = document_eos(model, self.eos_token_id)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         self.trainable_params = trainable
@@ -172,9 +188,10 @@ class CausalLMModule(LightningModule):
         return hf_config(self.pretrained, self.scratch, self.vocab_size)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token logits, shape (batch, time, vocab)."""
+        """Next-token logits, shape (batch, time, vocab); with ``document_mask``, each document's alone."""
         assert self.model is not None, "call configure_model() first"
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        logits = self.model(**self._model_inputs(input_ids, attention_mask), use_cache=False).logits
+        return logits.reshape(*input_ids.shape, logits.shape[-1])  # flash attention's packing flattens the batch
 
     # -------------------------------------------------------------------------------------- steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -189,7 +206,10 @@ class CausalLMModule(LightningModule):
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         """Loss, perplexity and next-token accuracy over the tokens whose label is not IGNORE_INDEX."""
         input_ids = batch["input_ids"]
-        targets = next_token_targets(batch.get("labels", input_ids)).reshape(-1)
+        labels = batch.get("labels", input_ids)
+        if self.document_mask:
+            labels = mask_document_starts(labels, input_ids, self._eos())
+        targets = next_token_targets(labels).reshape(-1)
         logging = self._trainer is not None  # also usable outside a Trainer (evaluation scripts, tests)
         # The accuracy's argmax reads all (batch x time x vocab) logits again, ~1% of a training step: during
         # training it is computed on the steps that are logged (a sample), in evaluation on every batch.
@@ -204,7 +224,8 @@ class CausalLMModule(LightningModule):
         else:
             assert self.model is not None, "call configure_model() first"
             self._check_fused_once()  # on_fit_start checks before compiling; validate/test and direct use here
-            loss, correct = fused_loss(self.model, self.fused_cross_entropy, input_ids, batch.get("attention_mask"),
+            loss, correct = fused_loss(self.model, self.fused_cross_entropy,
+                                       self._model_inputs(input_ids, batch.get("attention_mask")),
                                        targets, with_accuracy, chunk_fn=self._chunk_fn)
         with torch.no_grad():
             n_tokens = (targets != IGNORE_INDEX).sum()
@@ -322,6 +343,21 @@ class CausalLMModule(LightningModule):
 
 
     # ---------------------------------------------------------------------------------- helpers
+    def _model_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """The model's keyword arguments: as given, or with ``document_mask`` the documents packed apart."""
+        if not self.document_mask:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+        assert self.model is not None
+        kernel = getattr(self.model.config, "_attn_implementation", None)
+        dtype = self.model.get_input_embeddings().weight.dtype  # eager's additive mask: the weights' dtype
+        return document_inputs(input_ids, self._eos(), kernel, dtype, attention_mask)
+
+    def _eos(self) -> int:
+        if self.eos_token_id is None:
+            assert self.model is not None, "call configure_model() first"
+            self.eos_token_id = document_eos(self.model, None)
+        return self.eos_token_id
+
     def _check_fused_once(self) -> None:
         """``check_fused_matches_model``, the first time the fused loss is about to run."""
         if not self._fused_checked:

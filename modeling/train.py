@@ -169,7 +169,8 @@ class StepProgressBar(RichProgressBar if _RICH_AVAILABLE else TQDMProgressBar): 
 
 
 class TrainCLI(LightningCLI):
-    """Adds the run layout (``modeling.runs``), the default callbacks and the ``tokenizer -> model`` vocab link."""
+    """Adds the run layout (``modeling.runs``), the default callbacks and the ``tokenizer -> model`` links
+    (vocab size, eos)."""
 
     run: RunDir | None = None
 
@@ -180,6 +181,7 @@ class TrainCLI(LightningCLI):
                  "and --ckpt_path last|best look in this experiment only (default: the --config file's name, "
                  f"else {DEFAULT_NAME!r})")
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.eos_token_id", "model.eos_token_id", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(ModelCheckpoint, "periodic_checkpoint")
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
