@@ -115,6 +115,16 @@ def document_inputs(input_ids: torch.Tensor, eos_id: int, attn_implementation: s
     return {"input_ids": input_ids, "position_ids": positions, "attention_mask": mask}
 
 
+def model_document_inputs(model: PreTrainedModel, input_ids: torch.Tensor, eos_id: int,
+                          padding_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """:func:`document_inputs` for ``model``: its attention kernel and, for eager's additive mask, its weights'
+    dtype. The one place training (``CausalLMModule``) and evaluation (``score_blocks``) build the inputs, so
+    both score a document on exactly the same context."""
+    kernel = getattr(model.config, "_attn_implementation", None)
+    dtype = model.get_input_embeddings().weight.dtype  # eager's additive mask: the weights' dtype
+    return document_inputs(input_ids, eos_id, kernel, dtype, padding_mask)
+
+
 def document_eos(model: PreTrainedModel, eos_token_id: int | None) -> int:
     """The eos that separates packed documents: the tokenizer's (the CLI links it), else the model config's."""
     eos = eos_token_id if eos_token_id is not None else getattr(model.config, "eos_token_id", None)

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from transformers import PretrainedConfig, PreTrainedModel
 
-from modeling.document_mask import document_eos, document_inputs, mask_document_starts
+from modeling.document_mask import document_eos, mask_document_starts, model_document_inputs
 from modeling.fused_loss import body_and_head, check_fused_matches_model, check_fused_supported, fused_loss
 from modeling.loss import (
     IGNORE_INDEX,
@@ -348,9 +348,7 @@ class CausalLMModule(LightningModule):
         if not self.document_mask:
             return {"input_ids": input_ids, "attention_mask": attention_mask}
         assert self.model is not None
-        kernel = getattr(self.model.config, "_attn_implementation", None)
-        dtype = self.model.get_input_embeddings().weight.dtype  # eager's additive mask: the weights' dtype
-        return document_inputs(input_ids, self._eos(), kernel, dtype, attention_mask)
+        return model_document_inputs(self.model, input_ids, self._eos(), attention_mask)
 
     def _eos(self) -> int:
         if self.eos_token_id is None:
