@@ -15,7 +15,8 @@ What an export directory holds besides ``save_pretrained``'s files, and why:
 - the tokenizer's ``model_max_length`` is the model's context (``n_positions`` / ``max_position_embeddings``),
   what ``transformers`` users expect it to mean;
 - ``training.json`` records how the weights were trained: ``block_size``, the length of the blocks training
-  packed (``data.block_size``); ``modeling.evaluate`` scores perplexity on blocks of that length by default;
+  packed (``data.block_size``), and ``document_mask`` (``--model.document_mask``); ``modeling.evaluate`` scores
+  perplexity on blocks of that length, with that mask, by default;
 - every directory loads with transformers 4.56 and later as well as 5.x (pyproject allows both). transformers 5
   writes a few things 4.x cannot read, which :func:`make_portable` rewrites into forms both read: the tokenizer
   class ``TokenizersBackend`` (4.x: "does not exist"; written as ``PreTrainedTokenizerFast``, which 5.x loads
@@ -57,7 +58,7 @@ CHECKPOINT_CLASSES: list[Any] = [
 ]
 
 
-#: Written beside an export's weights: how they were trained (``{"block_size": 512}``).
+#: Written beside an export's weights: how they were trained (``{"block_size": 512, "document_mask": false}``).
 TRAINING_FILE = "training.json"
 
 
@@ -77,14 +78,38 @@ def max_positions(model: PreTrainedModel) -> int | None:
 
 def trained_block_size(path: str | Path) -> int | None:
     """The training block size an export directory records in ``training.json``, or None."""
+    record = _training_record(path)
+    value = record.get("block_size") if record is not None else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def trained_document_mask(path: str | Path) -> bool | None:
+    """Whether the run that trained an export used ``--model.document_mask``, as its ``training.json`` records.
+
+    None: the directory has no ``training.json`` (not our export, or one from before it). False also for a
+    ``training.json`` without the key: exports written before the key was recorded.
+    """
+    record = _training_record(path)
+    if record is None:
+        return None
+    value = record.get("document_mask", False)
+    if not isinstance(value, bool):
+        raise ModelLoadError(f"{Path(path) / TRAINING_FILE} has document_mask {value!r}, not true or false: fix "
+                             "or delete it, or pass --document-mask true|false to say how the model was trained")
+    return value
+
+
+def _training_record(path: str | Path) -> dict[str, Any] | None:
     record = Path(path).expanduser() / TRAINING_FILE
     if not record.is_file():
         return None
     try:
-        value = json.loads(record.read_text(encoding="utf-8")).get("block_size")
-    except (json.JSONDecodeError, AttributeError) as err:
+        value = json.loads(record.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
         raise ModelLoadError(f"{record} is not a JSON object with a block_size ({err}): fix or delete it") from err
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{record} is not a JSON object with a block_size: fix or delete it")
+    return value
 
 
 def apply_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -108,8 +133,8 @@ def export_hf(module: CausalLMModule, tokenizer: PreTrainedTokenizerBase, out_di
 
     A LoRA model is written as a PEFT adapter whose ``base_model_name_or_path`` points at the absolute base
     path, so ``AutoPeftModelForCausalLM.from_pretrained(out_dir)`` finds the base from anywhere. The saved
-    tokenizer's ``model_max_length`` is the model's context; ``block_size`` (the training block length), when
-    given, goes to ``training.json``. The directory loads with transformers 4.56+ and 5.x (see the module notes).
+    tokenizer's ``model_max_length`` is the model's context; ``training.json`` records the module's
+    ``document_mask`` and ``block_size`` (the training block length) when given. The directory loads with transformers 4.56+ and 5.x (see the module notes).
     """
     assert module.model is not None, "the module has no model yet: call configure_model()"
     out = Path(out_dir)
@@ -126,16 +151,17 @@ def export_hf(module: CausalLMModule, tokenizer: PreTrainedTokenizerBase, out_di
         model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     make_portable(out, model_max_length=max_positions(model))
-    (out / TRAINING_FILE).unlink(missing_ok=True)  # an older export's record must not outlive its weights
-    if block_size is not None:
-        _write_json(out / TRAINING_FILE, {"block_size": int(block_size)})
+    # an older export's record must not outlive its weights: always rewritten, block_size only when known.
+    # document_mask tells modeling.evaluate to score as training did (each document on its own).
+    record: dict[str, Any] = {"block_size": int(block_size)} if block_size is not None else {}
+    _write_json(out / TRAINING_FILE, {**record, "document_mask": bool(module.document_mask)})
     return out
 
 
 def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Fold a PEFT adapter into its base weights and save a plain Hugging Face model (+ tokenizer).
 
-    The adapter's ``training.json`` (its training block size) is carried over: the merged weights are the
+    The adapter's ``training.json`` (its training block size and document mask) is carried over: the merged weights are the
     same model.
     """
     from peft import AutoPeftModelForCausalLM

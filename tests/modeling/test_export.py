@@ -83,7 +83,7 @@ def test_export_says_the_models_context_and_records_the_training_block_size(tmp_
     assert tok.model_max_length == before  # the data module's tokenizer is not changed by the export
     saved = AutoTokenizer.from_pretrained(out)
     assert saved.model_max_length == 64 == module.model.config.n_positions
-    assert json.loads((out / TRAINING_FILE).read_text()) == {"block_size": 32}
+    assert json.loads((out / TRAINING_FILE).read_text()) == {"block_size": 32, "document_mask": False}
     assert trained_block_size(out) == 32
 
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -99,13 +99,14 @@ def test_export_says_the_models_context_and_records_the_training_block_size(tmp_
     assert choose_block_size(None, model, saved, str(out)) == (64, "the tokenizer's model_max_length")
 
 
-def test_reexport_without_block_size_drops_a_stale_record(tmp_path, tokenizer_dir):
+def test_reexport_without_block_size_drops_a_stale_block_size(tmp_path, tokenizer_dir):
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     module = scratch_module(len(tok))
     out = export_hf(module, tok, tmp_path / "hf", block_size=32)
     assert trained_block_size(out) == 32
     export_hf(module, tok, out)
-    assert not (out / TRAINING_FILE).exists() and trained_block_size(out) is None
+    assert json.loads((out / TRAINING_FILE).read_text()) == {"document_mask": False}  # no stale block size
+    assert trained_block_size(out) is None
 
 
 def test_adapter_and_merged_exports_say_the_base_context_and_keep_the_block_size(tmp_path, tokenizer_dir,
