@@ -7,8 +7,9 @@ Two kinds of data, told apart by their columns (any mix of parquet, jsonl[.gz] a
   too when the shards have those columns) over fixed-length blocks, packed exactly as training packs them
   (documents tokenized without special tokens, joined by eos, cut into ``--block_size`` blocks; by default the
   training block size
-  the checkpoint or the export's ``training.json`` records), so the number is the one training logs as
-  ``val_ppl`` when the data and block size are the same;
+  the checkpoint or the export's ``training.json`` records; a model trained with ``--model.document_mask``
+  scores each document on its own context, as training did, unless ``--document_mask`` says otherwise), so the
+  number is the one training logs as ``val_ppl`` when the data and block size are the same;
 - prompts with references (``--prompt_column``, ``--references_column``; a reference is a string or a list of
   acceptable strings): the model continues each prompt (greedy unless ``--decoding`` says otherwise) and
   torchmetrics compares the continuation with the references: ``accuracy`` (exact match) and ``f1`` (token
@@ -44,7 +45,7 @@ from common.files import detect_format
 from modeling.evaluation.config import EvaluateConfig, EvaluateError
 from modeling.evaluation.data import choose_metrics, resolve_data
 from modeling.evaluation.harness import HarnessConfig, evaluate_model, markdown_table, require_lm_eval
-from modeling.evaluation.perplexity import choose_block_size, language_model_metrics
+from modeling.evaluation.perplexity import choose_block_size, choose_document_mask, language_model_metrics
 from modeling.evaluation.report import write_report
 from modeling.evaluation.tasks import task_metrics
 from modeling.inference import DecodingSetting, load_model
@@ -73,6 +74,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if lm:
         text_files = [f for f in files if cfg.text_column in columns[f] or detect_format(f) == "text"]
         block, source = choose_block_size(cfg.block_size, model, tokenizer, cfg.model)
+        document_mask, mask_source = choose_document_mask(cfg.document_mask, cfg.model)
+        log.info("document mask %s (%s)", "on" if document_mask else "off", mask_source)
         if "bits_per_byte" in lm and not getattr(tokenizer, "is_fast", False) and cfg.metrics is None:
             # the documented fallback: asked for by name it is an error (language_model_metrics names the fix)
             log.warning("no bits_per_byte: the tokenizer is not a fast one (no tokenizer.json), so it has no offsets")
@@ -82,7 +85,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         out = language_model_metrics(
             model, tokenizer, text_files, cfg.text_column, block, cfg.batch_size, cfg.max_docs, cfg.log_every,
             with_bytes=with_bytes, breakdown_columns=breakdown_columns if with_bytes else (),
-            max_groups=cfg.max_groups,
+            max_groups=cfg.max_groups, document_mask=document_mask,
         )
         result["metrics"].update({k: out[k] for k in lm})
         result["details"]["language_modeling"] = {
@@ -93,6 +96,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             "docs": out["docs"],
             "block_size": block,
             "block_size_from": source,
+            "document_mask": document_mask,
+            "document_mask_from": mask_source,
             "files": len(text_files),
         }
         if out.get("breakdowns"):

@@ -37,6 +37,11 @@ class EvaluateConfig:
     export's ``training.json`` records it, else the tokenizer's ``model_max_length`` (exports before
     ``training.json`` kept the block size there; other models keep their context there), else the model's
     positions (at most 1024)."""
+    document_mask: bool | None = None
+    """Score each document of a block on its own context (its own tokens only, positions restarting after each
+    eos, its first token not a target), as ``--model.document_mask true`` trains. None: what the training run
+    used, as the checkpoint's hyperparameters or the export's ``training.json`` record it (off when neither
+    does); true / false force it."""
     batch_size: int = 8
     """Blocks (perplexity) or prompts (task metrics) per forward / generate call."""
     max_docs: int | None = None

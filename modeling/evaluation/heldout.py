@@ -10,7 +10,8 @@
 
 Every ``every_n_steps`` optimizer steps it scores the held-out documents with ``modeling.evaluation.scoring``'s
 :func:`score_blocks`, the function ``modeling.evaluate`` uses, over blocks packed as training packs them, and logs
-``heldout/bpb``, ``heldout/ppl`` and ``heldout/acc`` beside the training curves. ``val_ppl`` depends on the
+``heldout/bpb``, ``heldout/ppl`` and ``heldout/acc`` beside the training curves. A module trained with
+``--model.document_mask`` is scored with it (each document on its own, its first token not a target). ``val_ppl`` depends on the
 tokenizer; ``heldout/bpb`` does not, so runs with different tokenizers can be compared on one chart.
 
 Cheap by default: at most ``max_docs`` documents, tokenized and packed once and kept in memory, scored without
@@ -137,7 +138,10 @@ class HeldoutBitsPerByte(Callback):
         try:
             with trainer.precision_plugin.forward_context():
                 pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-                scores = score_blocks(model, self._blocks, pad, self.batch_size, log_every=10**9)
+                # the module's own --model.document_mask: held-out documents are scored as training scores them
+                scores = score_blocks(model, self._blocks, pad, self.batch_size, log_every=10**9,
+                                      document_mask=bool(getattr(pl_module, "document_mask", False)),
+                                      eos_token_id=tok.eos_token_id)
         finally:
             model.train(was_training)
         return {"bpb": scores.bits_per_byte, "ppl": scores.perplexity, "acc": scores.next_token_accuracy}

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from modeling.evaluation.breakdown import DocumentLabels, breakdown
 from modeling.evaluation.config import EvaluateError
 from modeling.evaluation.scoring import BYTES, score_blocks
-from modeling.export import load_checkpoint, max_positions, trained_block_size
+from modeling.export import load_checkpoint, max_positions, trained_block_size, trained_document_mask
 from modeling.packing import PackedBlocks
 from modeling.tokenizer.load import check_eos
 
@@ -71,6 +71,23 @@ def _checkpoint_block_size(model_path: str) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
+def choose_document_mask(requested: bool | None, model_path: str) -> tuple[bool, str]:
+    """Whether to score with ``--model.document_mask`` (each document alone) and where that came from: the
+    flag, else what the training run used, as its checkpoint's hyperparameters or its export's
+    ``training.json`` record it; a model that records neither (a hub model, an export from before the record)
+    was not trained with it."""
+    if requested is not None:
+        return requested, "--document-mask"
+    path = Path(model_path).expanduser()
+    if path.is_file() and path.suffix == ".ckpt":
+        state = load_checkpoint(path, mmap=True)  # mmap: only the small hyperparameter dict is read
+        value = (state.get("hyper_parameters") or {}).get("document_mask", False)
+        return bool(value), "the checkpoint's model.document_mask"
+    if (trained := trained_document_mask(path)) is not None:
+        return trained, "the export's training.json"
+    return False, "not recorded with the model (off)"
+
+
 def language_model_metrics(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -83,6 +100,7 @@ def language_model_metrics(
     with_bytes: bool = True,
     breakdown_columns: Sequence[str] = (),
     max_groups: int = 20,
+    document_mask: bool = False,
 ) -> dict[str, Any]:
     """Perplexity = exp(mean NLL over every predicted token), next-token accuracy and (``with_bytes``) bits per
     byte over packed blocks, and per value of each of ``breakdown_columns`` (see ``modeling.evaluation.scoring``
@@ -90,6 +108,8 @@ def language_model_metrics(
 
     Each block predicts its tokens 2..n from the ones before; padding of the final short block is masked out
     and never scored. The mean is over tokens, not blocks, so the short last block weighs what it holds.
+    ``document_mask``: score each document on its own context, as ``--model.document_mask`` trains
+    (:func:`modeling.evaluation.scoring.score_blocks`).
     """
     check_eos(tokenizer, f"the tokenizer {tokenizer.name_or_path!r}", "--tokenizer", EvaluateError)
     if (with_bytes or breakdown_columns) and not getattr(tokenizer, "is_fast", False):
@@ -102,7 +122,7 @@ def language_model_metrics(
     labels = DocumentLabels(breakdown_columns)
     packed = PackedBlocks(labels.read(files, text_column, max_docs=max_docs), tokenizer, block_size)
     scores = score_blocks(model, packed.blocks(with_bytes=with_bytes or bool(breakdown_columns)), pad, batch_size,
-                          log_every)
+                          log_every, document_mask=document_mask, eos_token_id=tokenizer.eos_token_id)
     if scores.tokens == 0:
         raise EvaluateError(
             f"no tokens to score in column {text_column!r} of {[str(f) for f in files[:3]]}: the "

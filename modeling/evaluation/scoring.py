@@ -17,6 +17,10 @@ validation bpb::
   Unigram/metaspace alike. A token may cover 0 bytes (the second half of a character split in two); its loss
   still counts.
 - The first token of each block is context, never a target: its bytes are not counted either.
+- Under the document mask (``document_mask=True``, how a ``--model.document_mask`` run trains) the first token
+  of every document is not a target either (training's loss skips it: it would be predicted from the previous,
+  unrelated document), and likewise its bytes are not counted: bpb stays the NLL of the scored targets over the
+  bytes *they* cover. Such a bpb covers slightly fewer bytes than an unmasked one of the same data.
 
 A slow tokenizer has no offsets: ``modeling.evaluate`` then leaves bpb out (with a warning) unless it was asked
 for by name, which is an error naming the fix.
@@ -38,6 +42,7 @@ import torch
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel
 
+from modeling.document_mask import document_eos, mask_document_starts, model_document_inputs
 from modeling.inference import iter_batches
 from modeling.loss import IGNORE_INDEX, TokenPerplexity, next_token_targets, token_cross_entropy
 from modeling.packing import SEPARATOR, Block
@@ -88,42 +93,54 @@ def score_blocks(
     pad: int,
     batch_size: int = 8,
     log_every: int = 20,
+    document_mask: bool = False,
+    eos_token_id: int | None = None,
 ) -> Scores:
     """Score every block (a short one too: its padding is masked out, never scored) with one forward pass per
     batch. Perplexity, loss and accuracy come from training's own metrics (``TokenPerplexity``, token-weighted
     means), so they are ``val_ppl`` / ``val_loss`` / ``val_acc``'s definitions; blocks with byte counts also fill
-    the per-document sums that bits per byte and the breakdowns are made of."""
+    the per-document sums that bits per byte and the breakdowns are made of.
+
+    ``document_mask``: score as ``--model.document_mask`` trains (``modeling.document_mask``, the module's own
+    helpers): each document sees only itself, positions restart after each eos (``eos_token_id``, default the
+    model config's), and a document's first token is not a target, so neither its loss nor (bits per byte) its
+    bytes count. Blocks of unequal length (the short last one) then go in separate forward passes instead of
+    being padded: flash attention's packed path takes no padding mask.
+    """
     device = next(model.parameters()).device
+    eos = document_eos(model, eos_token_id) if document_mask else None
     loss_metric, ppl_metric, acc_metric = MeanMetric().to(device), TokenPerplexity().to(device), MeanMetric().to(device)
     sums = _DocSums()
     scores = Scores()
     start = time.perf_counter()
     usable = (b for b in blocks if len(b.ids) > 1)  # a final block of one token has nothing to predict
     for step, batch in enumerate(iter_batches(usable, batch_size), 1):
-        width = max(len(b.ids) for b in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, block in enumerate(batch):
-            ids[row, : len(block.ids)] = torch.tensor(block.ids)
-            mask[row, : len(block.ids)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        targets = next_token_targets(ids.masked_fill(mask == 0, IGNORE_INDEX))
-        with torch.inference_mode():
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-            # One row at a time in float32: a whole (batch, time, vocab) float copy can exceed GPU memory.
-            nll = torch.stack([token_cross_entropy(logits[r], targets[r], reduction="none")
-                               for r in range(len(batch))])
-            keep = targets != IGNORE_INDEX
-            n = int(keep.sum())
-            hits = logits.argmax(-1) == targets
-            total = nll.sum()
-            loss_metric.update(total / n, n)
-            ppl_metric.update(total / n, n)
-            acc_metric.update(hits[keep].float())
-        if batch[0].nbytes is not None:
-            sums.add(batch, nll.double().cpu().numpy(), hits.cpu().numpy(), keep.cpu().numpy())
-        scores.blocks += len(batch)
-        scores.tokens += n
+        for group in _equal_lengths(batch) if document_mask else [batch]:
+            ids, mask = _pad(group, pad, device)
+            labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+            if eos is not None:
+                labels = mask_document_starts(labels, ids, eos)  # exactly training's loss under the mask
+            targets = next_token_targets(labels)
+            with torch.inference_mode():
+                inputs = (model_document_inputs(model, ids, eos) if eos is not None
+                          else {"input_ids": ids, "attention_mask": mask})
+                logits = model(**inputs, use_cache=False).logits
+                logits = logits.reshape(*ids.shape, logits.shape[-1])  # flash attention's packing flattens rows
+                # One row at a time in float32: a whole (batch, time, vocab) float copy can exceed GPU memory.
+                nll = torch.stack([token_cross_entropy(logits[r], targets[r], reduction="none")
+                                   for r in range(len(group))])
+                keep = targets != IGNORE_INDEX
+                n = int(keep.sum())
+                hits = logits.argmax(-1) == targets
+                if n:  # under the mask a tiny block can hold nothing but document starts
+                    total = nll.sum()
+                    loss_metric.update(total / n, n)
+                    ppl_metric.update(total / n, n)
+                    acc_metric.update(hits[keep].float())
+            if group[0].nbytes is not None:
+                sums.add(group, nll.double().cpu().numpy(), hits.cpu().numpy(), keep.cpu().numpy())
+            scores.blocks += len(group)
+            scores.tokens += n
         if step % log_every == 0:
             log.info("scoring: %d blocks, %d tokens, running ppl %.3f, %.0f tokens/s", scores.blocks, scores.tokens,
                      float(ppl_metric.compute()), scores.tokens / (time.perf_counter() - start))
@@ -133,6 +150,29 @@ def score_blocks(
         scores.next_token_accuracy = float(acc_metric.compute())
     scores.per_doc = sums.array()
     return scores
+
+
+def _pad(batch: list[Block], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask) of the batch right-padded to its longest block; mask 1 = a real token."""
+    width = max(len(b.ids) for b in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, block in enumerate(batch):
+        ids[row, : len(block.ids)] = torch.tensor(block.ids)
+        mask[row, : len(block.ids)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _equal_lengths(batch: list[Block]) -> list[list[Block]]:
+    """The batch split into runs of blocks of one length, in order (in practice: the full blocks, then the
+    short last one), so no row needs padding."""
+    groups: list[list[Block]] = []
+    for block in batch:
+        if groups and len(groups[-1][0].ids) == len(block.ids):
+            groups[-1].append(block)
+        else:
+            groups.append([block])
+    return groups
 
 
 class _DocSums:
@@ -150,6 +190,8 @@ class _DocSums:
             docs[row, : len(block.ids) - 1] = block.docs[1:]
             nbytes[row, : len(block.ids) - 1] = block.nbytes[1:]
         docs, nbytes, nll, hits = docs[keep], nbytes[keep], nll[keep], hits[keep]
+        if not docs.size:
+            return
         text = nbytes != SEPARATOR
         lo, hi = int(docs.min()), int(docs.max()) + 1
         self._grow(hi)

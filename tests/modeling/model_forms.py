@@ -13,9 +13,11 @@ from modeling.data import TextDataModule
 from modeling.module import CausalLMModule, ScratchModelConfig
 
 
-def train_checkpoint(root: Path, tokenizer_dir: Path, shards_dir: Path, block_size: int = 32) -> Path:
+def train_checkpoint(root: Path, tokenizer_dir: Path, shards_dir: Path, block_size: int = 32,
+                     document_mask: bool = False) -> Path:
     """Two optimizer steps of a 2-layer GPT-2 through the real module and data module, saved as a ``.ckpt``
-    (which records ``data.tokenizer`` and ``data.block_size``, as a training run's checkpoint does)."""
+    (which records ``data.tokenizer``, ``data.block_size`` and ``model.document_mask``, as a training run's
+    checkpoint does)."""
     data = TextDataModule(
         tokenizer=str(tokenizer_dir),
         path=str(shards_dir),
@@ -28,6 +30,8 @@ def train_checkpoint(root: Path, tokenizer_dir: Path, shards_dir: Path, block_si
             arch="gpt2", hidden_size=32, num_layers=2, num_heads=2, max_position_embeddings=64
         ),
         vocab_size=data.vocab_size,
+        document_mask=document_mask,
+        eos_token_id=data.tokenizer.eos_token_id if document_mask else None,  # what the CLI links
     )
     trainer = pl.Trainer(
         max_steps=2,
@@ -42,7 +46,7 @@ def train_checkpoint(root: Path, tokenizer_dir: Path, shards_dir: Path, block_si
         default_root_dir=root,
     )
     trainer.fit(module, datamodule=data)
-    path = root / "tiny.ckpt"
+    path = root / ("tiny-masked.ckpt" if document_mask else "tiny.ckpt")
     trainer.save_checkpoint(path)
     return path
 
