@@ -36,13 +36,22 @@ from modeling.tokenizer.config import (
     TokenizerTrainError,
 )
 from modeling.tokenizer.load import check_eos, load_tokenizer
-from modeling.tokenizer.pipeline import add_bos_eos, build_tokenizer, min_vocab_size, save_transformers_dir
+from modeling.tokenizer.pipeline import (
+    BYTE_TOKENS,
+    add_bos_eos,
+    add_byte_fallback,
+    build_tokenizer,
+    min_vocab_size,
+    save_transformers_dir,
+)
 from modeling.tokenizer.report import format_inspect_report, inspect_tokenizers, measure_compression
+from modeling.tokenizer.sample import SamplePlan, doc_hash, plan_sample
 from modeling.tokenizer.training import CorpusSplit, count_docs, is_heldout, train_tokenizer
 
 __all__ = [
-    "CONTINUATION_PREFIX", "SPACE_MARK", "STATS_FILE", "CorpusSplit", "InspectConfig", "ModelType",
-    "NormalizerType", "TokenizerTrainConfig", "TokenizerTrainError", "add_bos_eos", "build_tokenizer", "check_eos",
-    "count_docs", "format_inspect_report", "inspect_tokenizers", "is_heldout", "load_tokenizer",
-    "main", "measure_compression", "min_vocab_size", "parse_train", "save_transformers_dir", "train_tokenizer",
+    "BYTE_TOKENS", "CONTINUATION_PREFIX", "SPACE_MARK", "STATS_FILE", "CorpusSplit", "InspectConfig", "ModelType",
+    "NormalizerType", "SamplePlan", "TokenizerTrainConfig", "TokenizerTrainError", "add_bos_eos", "add_byte_fallback",
+    "build_tokenizer", "check_eos", "count_docs", "doc_hash", "format_inspect_report", "inspect_tokenizers",
+    "is_heldout", "load_tokenizer", "main", "measure_compression", "min_vocab_size", "parse_train", "plan_sample",
+    "save_transformers_dir", "train_tokenizer",
 ]
