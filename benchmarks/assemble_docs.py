@@ -14,6 +14,7 @@ parts = [
     ("bench-doc-scaling.md", None),
     ("bench-language.md", None),
     ("bench-tokenizer.md", None),
+    ("bench-tokenizer-sample.md", None),  # benchmarks/tokenizer_sample.py
     ("bench-train.md", None),
     ("bench-fused-ce.md", None),  # benchmarks/fused_cross_entropy.py
     ("bench-gpu.md", None),  # benchmarks/gpu_check.py, on a GPU machine
