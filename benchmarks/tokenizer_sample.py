@@ -100,11 +100,11 @@ def build(sources: list[str], megabytes: float, lang: str | None = None, shards:
     return out, meta
 
 
-def train(corpus: Path, out: Path, vocab_size: int, sample_bytes: int | None) -> dict:
-    """One training process: its wall and CPU seconds, peak memory (MB) and train_stats.json."""
+def train(corpus: Path, out: Path, vocab_size: int, sample_bytes: int | None, *extra: str) -> dict:
+    """One training process (``extra`` flags appended): its wall and CPU seconds, peak memory (MB), stats."""
     cmd = [sys.executable, "-m", "modeling.tokenizer", "train", "--input", str(corpus), "--output", str(out),
            "--model", "unigram", "--vocab-size", str(vocab_size), "--no-show-progress",
-           "--sample-bytes", "null" if sample_bytes is None else str(sample_bytes)]
+           "--sample-bytes", "null" if sample_bytes is None else str(sample_bytes), *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "true"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -140,7 +140,8 @@ def write_docs(results: dict, command: str) -> None:
     from docs_section import section_opening
 
     lines = section_opening("Tokenizer training at scale: the sample budget", results["date"], command)
-    lines += [f"on {results['machine']}; load average at the end {results['load_end']:.1f}.", ""]
+    lines += [f"on {results['machine']}; load average at the end {results['load_end']:.1f}. Unigram, vocab "
+              f"{results['vocab_size']}; each run a fresh process; peak memory is its maximum resident set.", ""]
     lines += ["| corpus | trained on (sample) | wall | CPU | peak memory | of which training | held-out chars/token |",
               "|---|---|---|---|---|---|---|"]
     for r in results["sizes"]:
@@ -155,7 +156,13 @@ def write_docs(results: dict, command: str) -> None:
             r = c[name]
             lines.append(f"| {name}: {r['sample_mb']} MB | {r['wall_s']} s | {r['peak_mb']:,} MB | "
                          f"{r['heldout_chars_per_token']} |")
-        lines += ["", f"The sample compresses {c['loss_pct']:+.2f} % worse (target: under 1 %)."]
+        raw = c.get("sample_normalizer_none")
+        if raw:
+            lines.append(f"| sample, `--normalizer none`: {raw['sample_mb']} MB | {raw['wall_s']} s | "
+                         f"{raw['peak_mb']:,} MB | {raw['heldout_chars_per_token']} |")
+        lines += ["", f"Held-out chars/token of the sample against the whole: {-c['loss_pct']:+.2f} % (target: no worse "
+                  "than -1 %)"
+                  + (f"; NFKC against none: {c['nfkc_gain_pct']:+.2f} % chars/token." if raw else ".")]
     lines += ["", *results.get("notes", [])]
     SECTION.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
 
@@ -169,11 +176,21 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=32000)
     p.add_argument("--compare-mb", type=float, default=84, help="corpus size for the compression comparison; 0: none")
     p.add_argument("--compare-sample-mb", type=float, default=32, help="sample budget compared with the whole")
+    p.add_argument("--compare-normalizer", action="store_true",
+                   help="also train the sample with --normalizer none, to show what nfkc costs or gains")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--write-docs", action="store_true", help=f"write {SECTION.relative_to(REPO)}")
     p.add_argument("--note", action="append", default=[], help="a line for the docs section (machine state etc.)")
+    p.add_argument("--from-json", type=Path, help="write the docs section from an earlier --json (with its command)")
     args = p.parse_args()
-    results: dict = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        results["notes"] = results.get("notes", []) + args.note
+        write_docs(results, results.get("command", "(command not recorded)"))
+        return
+    command = ".venv/bin/python benchmarks/tokenizer_sample.py " + " ".join(sys.argv[1:])
+    results: dict = {"command": command,
+                     "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                      "machine": machine(), "vocab_size": args.vocab_size, "sizes": [], "notes": args.note}
     from modeling.tokenizer import TokenizerTrainConfig
 
@@ -194,6 +211,12 @@ def main() -> None:
             sample = summary(train(corpus, Path(tmp) / "sample", args.vocab_size, int(args.compare_sample_mb * 1e6)))
             loss = 100 * (1 - sample["heldout_chars_per_token"] / full["heldout_chars_per_token"])
             results["compare"] = {"full": full, "sample": sample, "loss_pct": round(loss, 2)}
+            if args.compare_normalizer:  # what NFKC (the default) costs or gains against byte-exact text
+                raw = summary(train(corpus, Path(tmp) / "raw", args.vocab_size, int(args.compare_sample_mb * 1e6),
+                                    "--normalizer", "none"))
+                results["compare"]["sample_normalizer_none"] = raw
+                results["compare"]["nfkc_gain_pct"] = round(
+                    100 * (sample["heldout_chars_per_token"] / raw["heldout_chars_per_token"] - 1), 2)
             print(json.dumps(results["compare"]), file=sys.stderr, flush=True)
     results["load_end"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
@@ -201,7 +224,7 @@ def main() -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     if args.write_docs:
-        write_docs(results, ".venv/bin/python benchmarks/tokenizer_sample.py " + " ".join(sys.argv[1:]))
+        write_docs(results, command)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def train_tokenizer(cfg: TokenizerTrainConfig) -> dict[str, Any]:
             ) from err
         raise
     train_seconds = time.perf_counter() - t_train
-    log.info("vocabulary built in %.1f s", train_seconds)
+    log.info("corpus read and vocabulary built in %.1f s", train_seconds)
     if cfg.uses_byte_fallback:
         add_byte_fallback(tok, cfg)
     if tok.get_vocab_size() < cfg.vocab_size:
