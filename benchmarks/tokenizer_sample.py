@@ -5,7 +5,7 @@ Two questions, each answered by fresh ``python -m modeling.tokenizer train`` pro
 process's own maximum resident set, from ``wait4``):
 
 1. **Bounded cost.** At each corpus size in ``--sizes-mb`` (e.g. 100 and 1000), train with the default sample
-   budget: the training time and memory should stay flat (the trainer sees the same ~100 MB), while the sizing
+   budget: the training time and memory should stay flat (the trainer sees the same sample), while the sizing
    pass (read + hash + count, no training) grows linearly and cheaply.
 2. **Compression kept.** On one corpus (``--compare-mb``, e.g. the ~84 MB curated corpus), train once on all of it
    (``--sample_bytes null``) and once on the budget ``--compare-sample-mb``; both measure chars/token on the same

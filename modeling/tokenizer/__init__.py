@@ -24,7 +24,7 @@ characters and unseen characters included (``pre_tokenizers.Whitespace()`` would
 - ``wordpiece`` (BERT style): as unigram, but tokenizers' WordPiece has no byte fallback: a word with an
   unseen character becomes <unk>.
 
-Big corpora: ``--sample_bytes`` (default 100 MB) trains on the documents with the lowest text hashes up to
+Big corpora: ``--sample_bytes`` (default 32 MB) trains on the documents with the lowest text hashes up to
 that many bytes (``sample``), the same documents whatever the file order, chosen in one cheap extra pass.
 
 The package, one concern a module: ``config`` (what to train), ``pipeline`` (the tokenizers pipeline and the

@@ -38,13 +38,14 @@ class TokenizerTrainConfig:
     """Column holding the text in parquet/jsonl shards (plain .txt files are one document each)."""
     max_docs: int | None = None
     """Read at most this many documents (held-out ones included); None reads the whole corpus."""
-    sample_bytes: int | None = 100_000_000
+    sample_bytes: int | None = 32_000_000
     """Train on at most this many bytes of UTF-8 text, chosen by a hash of each document (the same documents
     whatever the file order or sharding; see ``modeling/tokenizer/sample.py``). Unigram's time and memory grow
-    with the text it trains on (measured: 84 MB took 169 s and 1.07 GB on 2 cores), so the default 100 MB keeps
-    a 32k Unigram within about 3-4 minutes and 2 GB whatever the corpus size, and held-out compression barely
-    moves (docs/benchmarks.md). A corpus larger than this costs one extra read to choose the sample. null (or
-    0) trains on everything."""
+    with the text it trains on: on the curated benchmark corpus (documentation: identifiers, URLs, code) about
+    15 CPU-s and 50 MB of memory per MB of text; on cleaner prose about 4x less (84 MB: 169 s, 1.07 GB on 2
+    cores). The default 32 MB keeps a 32k Unigram within a few minutes and about 2 GB on 2 cores whatever the
+    corpus size, at little cost in held-out compression (docs/benchmarks.md). A corpus larger than this costs
+    one extra read to choose the sample. null (or 0) trains on everything."""
     min_frequency: int = 2
     """bpe/wordpiece: a merge must occur at least this often to enter the vocabulary (filters typos)."""
     max_piece_length: int = 16
