@@ -43,7 +43,7 @@ class TokenizerTrainConfig:
     whatever the file order or sharding; see ``modeling/tokenizer/sample.py``). Unigram's time and memory grow
     with the text it trains on: on the curated benchmark corpus (documentation: identifiers, URLs, code) about
     15 CPU-s and 50 MB of memory per MB of text; on cleaner prose about 4x less (84 MB: 169 s, 1.07 GB on 2
-    cores). The default 32 MB keeps a 32k Unigram within a few minutes and about 2 GB on 2 cores whatever the
+    cores). The default 32 MB keeps a 32k Unigram within several minutes and about 2 GB on 2 cores whatever the
     corpus size, at little cost in held-out compression (docs/benchmarks.md). A corpus larger than this costs
     one extra read to choose the sample. null (or 0) trains on everything."""
     min_frequency: int = 2
