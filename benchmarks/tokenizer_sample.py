@@ -125,7 +125,7 @@ def summary(run: dict) -> dict:
     return {k: run[k] for k in ("wall_s", "cpu_s", "peak_mb", "train_s")} | {
         "sample_docs": s["sample"].get("docs", s["train_docs"]), "sample_mb": round(s["train_bytes"] / 1e6, 1),
         "corpus_mb": round((s["sample"].get("corpus_bytes") or s["train_bytes"]) / 1e6, 1),
-        "vocab": s["vocab_size"], "heldout_chars_per_token": s["heldout"]["chars_per_token"],
+        "sizing_s": s["sample"].get("sizing_seconds", 0.0), "vocab": s["vocab_size"], "heldout_chars_per_token": s["heldout"]["chars_per_token"],
         "heldout_docs": s["heldout"]["docs"], "unk_rate": s["heldout"]["unk_rate"]}
 
 
@@ -142,11 +142,12 @@ def write_docs(results: dict, command: str) -> None:
     lines = section_opening("Tokenizer training at scale: the sample budget", results["date"], command)
     lines += [f"on {results['machine']}; load average at the end {results['load_end']:.1f}. Unigram, vocab "
               f"{results['vocab_size']}; each run a fresh process; peak memory is its maximum resident set.", ""]
-    lines += ["| corpus | trained on (sample) | wall | CPU | peak memory | of which training | held-out chars/token |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| corpus | trained on (sample) | wall | CPU | peak memory | sizing pass | reading + training "
+              "| held-out chars/token |", "|---|---|---|---|---|---|---|---|"]
     for r in results["sizes"]:
         lines.append(f"| {r['corpus_mb']} MB | {r['sample_docs']:,} docs, {r['sample_mb']} MB | {r['wall_s']} s | "
-                     f"{r['cpu_s']} s | {r['peak_mb']:,} MB | {r['train_s']:.0f} s | {r['heldout_chars_per_token']} |")
+                     f"{r['cpu_s']} s | {r['peak_mb']:,} MB | {r.get('sizing_s', '-')} s | {r['train_s']:.0f} s | "
+                     f"{r['heldout_chars_per_token']} |")
     c = results.get("compare")
     if c:
         lines += ["", f"Compression on {c['full']['corpus_mb']} MB, vocab {results['vocab_size']}: the whole corpus "

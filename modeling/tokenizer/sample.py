@@ -82,6 +82,8 @@ class SamplePlan:
     expected_docs: int | None = None
     """Documents the threshold selects (the training pass counts them again)."""
     expected_bytes: int | None = None
+    sizing_seconds: float = 0.0
+    """Time the sizing pass took (0: skipped)."""
 
     @property
     def fraction(self) -> float:
@@ -139,7 +141,8 @@ def plan_sample(batches: Iterable[list[str]], budget_bytes: int, heldout_fractio
         np.add.at(counts, np.asarray(buckets, dtype=np.int64), 1)
         progress.add(len(batch), read)
     progress.log()
-    plan = SamplePlan(budget_bytes=budget_bytes, corpus_docs=progress.docs, corpus_bytes=progress.bytes)
+    plan = SamplePlan(budget_bytes=budget_bytes, corpus_docs=progress.docs, corpus_bytes=progress.bytes,
+                      sizing_seconds=round(time.perf_counter() - progress.start, 3))
     cum = np.cumsum(hist)
     if cum[-1] <= budget_bytes:  # everything outside the held-out range fits
         plan.expected_docs, plan.expected_bytes = int(counts.sum()), int(cum[-1])

@@ -273,4 +273,5 @@ def sample_stats(cfg: TokenizerTrainConfig, plan: SamplePlan | None, split: Corp
         "corpus_docs": plan.corpus_docs if plan.corpus_docs is not None else split.read_docs,
         "corpus_bytes": plan.corpus_bytes if plan.corpus_bytes is not None else split.progress.bytes,
         "sizing_pass": plan.corpus_docs is not None,
+        "sizing_seconds": plan.sizing_seconds,
     }

@@ -241,6 +241,7 @@ def test_training_records_the_sample_and_reshards_alike(tmp_path: Path, caplog: 
     b = train(tmp_path / "three", tmp_path / "b", sample_bytes=budget)
     sample = a["sample"]
     assert sample["sampled"] and sample["sizing_pass"] and sample["budget_bytes"] == budget
+    assert sample["sizing_seconds"] > 0
     assert sample["docs"] == a["train_docs"] and sample["bytes"] == a["train_bytes"] <= budget
     assert sample["corpus_docs"] == len(texts) and sample["corpus_bytes"] == sum(len(t.encode()) for t in texts)
     assert {k: b["sample"][k] for k in sample} == sample  # same documents from three shuffled shards
