@@ -100,6 +100,15 @@ def build(sources: list[str], megabytes: float, lang: str | None = None, shards:
     return out, meta
 
 
+def build_apart(sources: list[str], megabytes: float, lang: str | None) -> tuple[Path, dict]:
+    """:func:`build` in a fresh process. Linux keeps a process's peak RSS across fork + exec, so a training
+    process forked from a parent that held the corpus in memory would report the parent's size as its peak."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(build, (sources, megabytes, lang))
+
+
 def train(corpus: Path, out: Path, vocab_size: int, sample_bytes: int | None, *extra: str) -> dict:
     """One training process (``extra`` flags appended): its wall and CPU seconds, peak memory (MB), stats."""
     cmd = [sys.executable, "-m", "modeling.tokenizer", "train", "--input", str(corpus), "--output", str(out),
@@ -199,12 +208,12 @@ def main() -> None:
     budget = default if args.sample_mb is None else int(args.sample_mb * 1e6)
     with tempfile.TemporaryDirectory(prefix="bench-tok-sample-") as tmp:
         for mb in [float(x) for x in args.sizes_mb.split(",") if x]:
-            corpus, meta = build(args.corpus, mb, args.lang)
+            corpus, meta = build_apart(args.corpus, mb, args.lang)
             run = train(corpus, Path(tmp) / f"size-{mb:g}", args.vocab_size, budget)
             results["sizes"].append(summary(run) | {"copies": meta["copies"]})
             print(json.dumps(results["sizes"][-1]), file=sys.stderr, flush=True)
         if args.compare_mb:
-            corpus, meta = build(args.corpus, args.compare_mb, args.lang)
+            corpus, meta = build_apart(args.corpus, args.compare_mb, args.lang)
             if meta["copies"] > 1:
                 raise SystemExit(f"--compare-mb {args.compare_mb}: the sources hold less text; compression on "
                                  "repeated text means nothing, lower it or add --corpus")
