@@ -38,6 +38,14 @@ class TokenizerTrainConfig:
     """Column holding the text in parquet/jsonl shards (plain .txt files are one document each)."""
     max_docs: int | None = None
     """Read at most this many documents (held-out ones included); None reads the whole corpus."""
+    sample_bytes: int | None = 32_000_000
+    """Train on at most this many bytes of UTF-8 text, chosen by a hash of each document (the same documents
+    whatever the file order or sharding; see ``modeling/tokenizer/sample.py``). Unigram's time and memory grow
+    with the text it trains on: on the curated benchmark corpus (documentation: identifiers, URLs, code) about
+    15 CPU-s and 50 MB of memory per MB of text; on cleaner prose about 4x less (84 MB: 169 s, 1.07 GB on 2
+    cores). The default 32 MB keeps a 32k Unigram within several minutes and about 2 GB on 2 cores whatever the
+    corpus size, at little cost in held-out compression (docs/benchmarks.md). A corpus larger than this costs
+    one extra read to choose the sample. null (or 0) trains on everything."""
     min_frequency: int = 2
     """bpe/wordpiece: a merge must occur at least this often to enter the vocabulary (filters typos)."""
     max_piece_length: int = 16
@@ -50,8 +58,13 @@ class TokenizerTrainConfig:
     "infarction" splits the same at the start of a text as inside it. None means yes for unigram/wordpiece
     (SentencePiece) and no for bpe (GPT-2; byte-level BPE supports only no). The price: one leading space of
     a text that starts with a space is dropped on decode (curated text never does)."""
+    byte_fallback: bool | None = None
+    """unigram: spell characters the vocabulary lacks as UTF-8 byte tokens <0x00>..<0xFF> (256 of the
+    vocab_size, as in Llama/SentencePiece) instead of <unk>, so every text round-trips and nothing is unknown.
+    None means yes for unigram; false restores <unk> for unseen characters. bpe is byte-level anyway (always
+    exact); wordpiece cannot (tokenizers' WordPiece has no byte fallback), so true is refused for it."""
     unk_token: str = "<unk>"
-    """Token for text the vocabulary cannot express (never produced by bpe, which falls back to bytes)."""
+    """Token for text the vocabulary cannot express (never produced by bpe, nor by unigram with byte fallback)."""
     bos_token: str = "<s>"
     """Beginning-of-sequence token."""
     eos_token: str = "</s>"
@@ -72,6 +85,9 @@ class TokenizerTrainConfig:
     """Documents per batch handed to the trainer; memory is bounded by this, not by the corpus."""
     show_progress: bool = True
     """Show the trainer's progress bar (counts documents up front for its length; cheap for parquet)."""
+    progress_seconds: float = 15.0
+    """Log a progress line (documents and MB read, sample, phase) at most this often while reading the corpus;
+    a negative value logs only the phase changes."""
 
     def __post_init__(self) -> None:
         inputs = (self.input,) if isinstance(self.input, str) else tuple(str(p) for p in self.input)
@@ -94,6 +110,20 @@ class TokenizerTrainConfig:
                 "add_prefix_space is true but model is bpe: byte-level BPE keeps the GPT-2 convention (no prefix "
                 "space, exact round trip); drop --add-prefix-space or use --model unigram"
             )
+        if self.sample_bytes is not None and self.sample_bytes < 0:
+            raise ValueError(f"sample_bytes is {self.sample_bytes}: pass --sample-bytes > 0, or null to train on all")
+        if self.sample_bytes == 0:
+            object.__setattr__(self, "sample_bytes", None)
+        if self.byte_fallback and self.model == "wordpiece":
+            raise ValueError(
+                "byte_fallback is true but model is wordpiece: tokenizers' WordPiece has no byte fallback; use "
+                "--model unigram (byte fallback on by default) or --model bpe (byte-level), or drop --byte-fallback"
+            )
+        if self.byte_fallback is False and self.model == "bpe":
+            raise ValueError(
+                "byte_fallback is false but model is bpe: byte-level BPE has a token for every byte by construction; "
+                "drop --no-byte-fallback, or use --model unigram --no-byte-fallback for <unk> on unseen characters"
+            )
         if self.max_docs is not None and self.max_docs < 1:
             raise ValueError(f"max_docs is {self.max_docs}: pass --max-docs >= 1, or leave it out to read all")
         if not 0.0 <= self.heldout_fraction <= 0.5:
@@ -114,6 +144,11 @@ class TokenizerTrainConfig:
     def special_tokens(self) -> list[str]:
         """Special tokens in id order: unk=0, bos=1, eos=2, pad=3, then the extras."""
         return [self.unk_token, self.bos_token, self.eos_token, self.pad_token, *self.extra_special_tokens]
+
+    @property
+    def uses_byte_fallback(self) -> bool:
+        """unigram with byte fallback (its default): 256 byte tokens in the vocabulary, never <unk>."""
+        return self.model == "unigram" and self.byte_fallback is not False
 
     @property
     def prefix_space(self) -> bool:

@@ -206,7 +206,7 @@ def exports(tmp_path_factory, shards_dir) -> tuple[Path, dict[str, Any]]:
     forms = tmp_path_factory.mktemp("forms")
     for model in ("bpe", "unigram"):  # python -m modeling.tokenizer train
         assert tokenizer_main(["train", "--input", str(shards_dir), "--output", str(forms / f"tokenizer-{model}"),
-                               "--model", model, "--vocab-size", "300", "--no-show-progress",
+                               "--model", model, "--vocab-size", "600", "--no-show-progress",
                                "--extra-special-tokens", "<|user|>", "<|bot|>"]) == 0
     tok = AutoTokenizer.from_pretrained(forms / "tokenizer-bpe")
     gpt2 = write_as_training_does(scratch_module(len(tok)), tok, forms / "full-gpt2", block_size=32)
