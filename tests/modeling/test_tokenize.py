@@ -26,6 +26,7 @@ from modeling.tokenize_tasks import MergeShard, TokenizeFile
 from tests.modeling.conftest import build_tokenizer_dir, make_docs
 
 REPO = Path(__file__).resolve().parents[2]
+HELDOUT = ["the held out contract says nothing.", "a patient was never seen in training."]
 
 
 def write_corpus(root: Path, docs: list[str], n_files: int, sources: tuple[str, ...] = ("web",),
@@ -149,11 +150,16 @@ def mixed_shards(tmp_path_factory, tokenizer_dir) -> tuple[Path, Path]:
     corpus' 3-file copy tokenized with 2 CPUs."""
     root = tmp_path_factory.mktemp("mixed")
     docs = make_docs(300, seed=7)
-    write_corpus(root / "one", docs, 1, sources=("web", "clinic", "web"))
+    # "one" looks like a finished curation output (manifest, _SUCCESS, data/ and heldout/)
+    write_corpus(root / "one" / "data", docs, 1, sources=("web", "clinic", "web"))
+    write_corpus(root / "one" / "heldout", HELDOUT, 1)
+    (root / "one" / ".curation").mkdir()
+    (root / "one" / ".curation" / "manifest.json").write_text("{}")
+    (root / "one" / "_SUCCESS").write_text("{}")
     write_corpus(root / "three", docs, 3, sources=("web", "clinic", "web"))
-    for name, cpus in (("one", "1"), ("three", "2")):
+    for name, cpus, more in (("one", "1", ["--heldout", "true"]), ("three", "2", [])):
         proc = run_tokenize("--input", str(root / name), "--tokenizer", str(tokenizer_dir), "--output",
-                            str(root / f"tok-{name}"), "--num_cpus", cpus, "--num_shards", "4", cwd=root)
+                            str(root / f"tok-{name}"), "--num_cpus", cpus, "--num_shards", "4", *more, cwd=root)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return root, root / "tok-one"
 
@@ -167,6 +173,17 @@ def test_the_job_writes_the_same_bytes_on_1_or_2_cpus_and_1_or_3_files(mixed_sha
     assert [s["tokens_sha256"] for s in one["splits"]["data"]["shards"]] == [
         s["tokens_sha256"] for s in three["splits"]["data"]["shards"]]
     assert len(three["splits"]["data"]["inputs"]) == 3 and one["splits"]["data"]["docs"] == 300
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_test_reads_the_heldout_shards(mixed_shards, tokenizer_dir):
+    _, shards = mixed_shards
+    dm = TextDataModule(tokenizer=str(tokenizer_dir), token_shards=str(shards), block_size=8)
+    dm.setup("test")
+    ids = np.concatenate([dm.test_set[i]["input_ids"].numpy() for i in range(len(dm.test_set))])
+    text = dm.tokenizer.decode(ids[ids != dm.tokenizer.pad_token_id].tolist())
+    assert text.endswith("</s>") and sorted(text.split("</s>")[:-1]) == sorted(HELDOUT)
 
 
 @pytest.mark.slow
