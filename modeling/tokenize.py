@@ -178,10 +178,11 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     timing: dict[str, Any] = {}
     for split, files in splits.items():
         t_split = time.time()
-        manifest["splits"][split] = run_split(cfg, split, files, out, dtype.name)
+        manifest["splits"][split], cpu = run_split(cfg, split, files, out, dtype.name)
         seconds = time.time() - t_split
         mb = sum(f["size"] for f in manifest["splits"][split]["inputs"]) / 1e6
-        timing[split] = {"seconds": round(seconds, 3), "input_mb": round(mb, 3)}
+        timing[split] = {"seconds": round(seconds, 3), "task_cpu_seconds": round(cpu, 3), "input_mb": round(mb, 3),
+                         "text_mb": manifest["splits"][split]["chars"] / 1e6}
         log.info("%s: %d docs, %d tokens from %.1f MB in %.1f s (%.2f MB/s)", split,
                  manifest["splits"][split]["docs"], manifest["splits"][split]["tokens"], mb, seconds, mb / seconds)
     shutil.rmtree(out / STATE_DIR / "work", ignore_errors=True)

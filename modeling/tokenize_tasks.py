@@ -65,7 +65,7 @@ class TokenizeFile:
             from tokenizers import Tokenizer
 
             self._tokenizer = Tokenizer.from_file(self.tokenizer_json)
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         writers: dict[int, pq.ParquetWriter] = {}
         tmp_names: dict[int, Path] = {}
         docs = tokens = chars = 0
@@ -94,7 +94,7 @@ class TokenizeFile:
             print(f"tokenized {path.name}: {docs:,} docs, {tokens:,} tokens, {size / 1e6:.1f} MB in {seconds:.1f} s "
                   f"({size / 1e6 / max(seconds, 1e-9):.2f} MB/s)", flush=True)
         return {"path": str(path), "size": size, "sha256": file_sha256(path), "docs": docs, "tokens": tokens,
-                "chars": chars, "seconds": seconds}
+                "chars": chars, "seconds": seconds, "cpu_seconds": time.process_time() - cpu0}
 
     def _encode(self, texts: list[str], values: dict[str, list[object]]) -> pa.Table:
         ids = values.get(self.id_column) or [None] * len(texts)
@@ -124,6 +124,7 @@ class MergeShard:
             yield pa.table({"record": [json.dumps(self.run_shard(row["shard"]))]})
 
     def run_shard(self, shard: int) -> dict[str, Any]:
+        cpu0 = time.process_time()
         pieces = sorted(self.work.glob(f"f*-s{shard:05d}.parquet"))
         table = (pa.concat_tables([pq.read_table(p) for p in pieces]) if pieces else _BUCKET_SCHEMA.empty_table())
         table = table.sort_by([("id", "ascending"), ("text_hash", "ascending")])
@@ -141,7 +142,8 @@ class MergeShard:
             entry = per_source.setdefault(str(source), [0, 0])
             entry[0], entry[1] = entry[0] + 1, entry[1] + n
         return {"name": shard_stem(shard), "docs": len(table), "tokens": int(flat.size),
-                "tokens_sha256": hashlib.sha256(flat.tobytes()).hexdigest(), "sources": per_source}
+                "tokens_sha256": hashlib.sha256(flat.tobytes()).hexdigest(), "sources": per_source,
+                "cpu_seconds": time.process_time() - cpu0}
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -157,8 +159,9 @@ def _map(ds: Any, fn: Any) -> list[dict[str, Any]]:
     return [json.loads(row["record"]) for row in mapped.take_all()]
 
 
-def run_split(cfg: Any, split: str, files: list[Path], out: Path, dtype: str) -> dict[str, Any]:
-    """Both stages over one split's ``files``; the split's manifest entry (inputs, shards, totals)."""
+def run_split(cfg: Any, split: str, files: list[Path], out: Path, dtype: str) -> tuple[dict[str, Any], float]:
+    """Both stages over one split's ``files``: the split's manifest entry (inputs, shards, totals) and the CPU
+    seconds its tasks spent (kept out of the manifest, whose bytes must not depend on the run)."""
     import ray.data
 
     from modeling.token_shards import STATE_DIR
@@ -178,5 +181,6 @@ def run_split(cfg: Any, split: str, files: list[Path], out: Path, dtype: str) ->
     by_path = {r["path"]: r for r in records}
     inputs = [{"path": str(f), "size": by_path[str(f.absolute())]["size"],
                "sha256": by_path[str(f.absolute())]["sha256"]} for f in files]
+    cpu = sum(r.pop("cpu_seconds") for r in [*records, *shards])
     return {"inputs": inputs, "docs": sum(s["docs"] for s in shards), "tokens": sum(s["tokens"] for s in shards),
-            "chars": sum(r["chars"] for r in records), "shards": shards}
+            "chars": sum(r["chars"] for r in records), "shards": shards}, cpu
