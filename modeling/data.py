@@ -280,7 +280,7 @@ class TextDataModule(LightningDataModule):
             if self.shard_summary is None:
                 self.setup("fit")
             info = self.shard_summary or {}
-            return {"tokens_sha256": info["manifest_sha256"], "docs": info["docs"], "tokens": info["tokens"],
+            return {"tokens_sha256": info["sha256"], "docs": info["docs"], "tokens": info["tokens"],
                     "source": f"--data.token_shards {self.token_shards!r}", "block_size": self.block_size,
                     "split": SPLIT_METHOD, "val_fraction": self.val_fraction, "seed": self.seed,
                     "tokenizer": self.tokenizer_path, "tokenizer_sha256": _tokenizer_fingerprint(self.tokenizer),

@@ -97,7 +97,9 @@ def open_shard_sets(folder: str, tokenizer: Any, tokenizer_path: str, block_size
     arrays = [shard.tokens for shard in shards]
     streams = {side: PackedStream(arrays, _segments(refs, shards), eos, pad, block_size, dtype)
                for side, refs in (("train", train), ("val", sides["val"]))}
-    summary = {"token_shards": str(Path(folder)), "manifest_sha256": manifest_digest(manifest),
+    # the training set's identity for resume checks: the shards and the weights that resample them
+    identity = hashlib.sha256(f"{manifest_digest(manifest)}{sorted((mixture or {}).items())}".encode()).hexdigest()
+    summary = {"token_shards": str(Path(folder)), "manifest_sha256": manifest_digest(manifest), "sha256": identity,
                "docs": docs, "tokens": manifest["splits"]["data"]["tokens"],
                "mixture": dict(mixture or {}), "sources": _source_table(sides["train"], train, shards),
                **{side: {"docs": len(sides[side]), "packed_docs": streams[side].docs,

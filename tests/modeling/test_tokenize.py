@@ -223,6 +223,8 @@ def test_mixture_weights_change_the_training_share_not_validation(mixed_shards, 
     assert abs(m["clinic"]["packed_share"] - expected) < 0.05
     assert mixed.shard_summary["val"] == plain.shard_summary["val"]
     assert mixed.fingerprint()["mixture"] == {"clinic": 3.0, "web": 0.5}
+    # another mixture is another training set: a checkpoint's resume check tells them apart
+    assert mixed.fingerprint()["tokens_sha256"] != plain.fingerprint()["tokens_sha256"]
     with pytest.raises(DataConfigError, match="names source 'clinical'"):
         TextDataModule(**common, mixture={"clinical": 2.0}).setup("fit")
 
