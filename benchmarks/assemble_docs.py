@@ -14,6 +14,7 @@ parts = [
     ("bench-doc-scaling.md", None),
     ("bench-language.md", None),
     ("bench-tokenizer.md", None),
+    ("bench-tokenize.md", None),  # benchmarks/tokenize_job.py
     ("bench-train.md", None),
     ("bench-fused-ce.md", None),  # benchmarks/fused_cross_entropy.py
     ("bench-gpu.md", None),  # benchmarks/gpu_check.py, on a GPU machine
@@ -28,6 +29,7 @@ out = ["# Benchmarks", "",
        "| curation: resume bookkeeping under 10 % of an uninterrupted run | +7.9 % wall, +6.3 % CPU (medians of 2 interleaved pairs against the pipeline before resume) | [resume](#curation-what-crash-safety-and-resume-cost) |",
        "| curation: every per-document step linear in the document's size; a 50 MB PII-dense document through PII redaction (and through all steps) in well under a minute | PII 25.6 s, all steps 41.1 s for 50 MB (PII took 397 s for 4 MB before the fix); seconds per MB within 2x from 0.25 to 50 MB (quadratic: 200x), and flat from 1 to 8 MB on 16 pathological inputs | [cost per document](#cost-per-document-every-step-linear-in-the-documents-size) |",
        "| tokenizer: our command's overhead over `tokenizers` < 10 % | +3.2 % (BPE, CPU time), -6.0 % (Unigram) | [tokenizer](#tokenizer-training-our-command-vs-tokenizers-called-directly) |",
+       "| tokenization: the Ray Data job's MB/s per core vs `Tokenizer.encode_batch` directly; 1 vs 2 CPUs | 1.28x per CPU second (24 MB, 2026-11-30, machine heavily loaded: load 4.8-10.5 on 2 cores, so the wall-clock figures are noise); 1 vs 2 CPUs not measurable on that machine (no free second core): rerun on a quiet one | [tokenization](#tokenization-the-ray-data-job-vs-tokenizers-called-directly) |",
        "| training: >= 0.95x a plain HF `Trainer`'s tokens/s on CPU | 0.963x (median of 7 alternating pairs, 2026-11-29; 0.933x per CPU second; 0.991x / 0.979x on 2026-11-28) | [training](#training-throughput-our-lightning-module-vs-a-plain-hugging-face-trainer) |",
        "| training: `--model.fused_cross_entropy chunked` cuts the logits' memory without slowing the step | 0.32x the peak step memory (249 vs 774 MB at vocab 32k, 2,048 tokens a step), 1.14x per CPU second, same losses (CPU; no GPU figures yet) | [fused cross-entropy](#fused-cross-entropy-the-head-and-the-loss-in-chunks-vs-the-full-logits) |",
        ""]
