@@ -217,6 +217,19 @@ class PackedStream:
     def __len__(self) -> int:
         return self.n_blocks
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Memory maps travel as (file, dtype, offset, shape) and are mapped again where unpickled: pickling a
+        memmap copies its data, which would send the whole corpus to every spawned DataLoader worker."""
+        state = self.__dict__.copy()
+        state["arrays"] = [("memmap", a.filename, a.dtype.str, a.offset, a.shape)
+                           if isinstance(a, np.memmap) and a.filename else a for a in self.arrays]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["arrays"] = [np.memmap(a[1], dtype=np.dtype(a[2]), mode="r", offset=a[3], shape=a[4])
+                           if isinstance(a, tuple) else a for a in state["arrays"]]
+        self.__dict__.update(state)
+
     def __getitem__(self, i: int) -> np.ndarray:
         if not 0 <= i < self.n_blocks:
             raise IndexError(f"block {i} of {self.n_blocks}")

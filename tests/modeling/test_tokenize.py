@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,17 @@ def test_packed_stream_gives_the_text_path_blocks(tmp_path, tokenizer_dir, block
     got = [stream[i].tolist() for i in range(len(stream))]
     assert got[:-1] == expected[:-1]
     assert got[-1][:stream.last_block_tokens] == expected[-1] and len(got) == len(expected)
+
+
+def test_a_packed_stream_pickles_its_memory_maps_by_reference(tmp_path):
+    path = tmp_path / "t.npy"
+    np.save(path, np.arange(1000, dtype=np.uint16))
+    stream = PackedStream([np.load(path, mmap_mode="r")], np.array([[0, 0, 600], [0, 600, 1000]]), 7, 0, 64,
+                          np.uint16)
+    data = pickle.dumps(stream)
+    again = pickle.loads(data)
+    assert len(data) < 2000 and str(again.arrays[0].filename) == str(path)
+    assert all(np.array_equal(stream[i], again[i]) for i in range(len(stream)))
 
 
 def test_the_output_folder_rules(tmp_path):
