@@ -15,6 +15,7 @@ parts = [
     ("bench-language.md", None),
     ("bench-tokenizer.md", None),
     ("bench-tokenizer-sample.md", None),  # benchmarks/tokenizer_sample.py
+    ("bench-tokenize.md", None),  # benchmarks/tokenize_job.py
     ("bench-train.md", None),
     ("bench-fused-ce.md", None),  # benchmarks/fused_cross_entropy.py
     ("bench-document-mask.md", None),  # benchmarks/document_mask.py
@@ -31,6 +32,7 @@ out = ["# Benchmarks", "",
        "| curation: every per-document step linear in the document's size; a 50 MB PII-dense document through PII redaction (and through all steps) in well under a minute | PII 25.6 s, all steps 41.1 s for 50 MB (PII took 397 s for 4 MB before the fix); seconds per MB within 2x from 0.25 to 50 MB (quadratic: 200x), and flat from 1 to 8 MB on 16 pathological inputs | [cost per document](#cost-per-document-every-step-linear-in-the-documents-size) |",
        "| tokenizer: our command's overhead over `tokenizers` < 10 % | +3.2 % (BPE, CPU time), -6.0 % (Unigram) | [tokenizer](#tokenizer-training-our-command-vs-tokenizers-called-directly) |",
        "| tokenizer: training time and memory bounded whatever the corpus size; a hash-chosen sample < 1 % worse in held-out compression than the whole | provisional (busy machine, small sizes, vocab 8000): a 4 MB sample of 8 vs 24 MB costs 68.9 vs 63.0 CPU-s and 500 vs 474 MB (2 MB of 3 vs 200 MB: 320 vs 349 MB, sizing pass 1.3 s); half of a 16 MB corpus: -1.26 % chars/token (aim not met at that size); the 32k / 84 MB / 1 GB run is still to take | [sample budget](#tokenizer-training-at-scale-the-sample-budget) |",
+       "| tokenization: the Ray Data job's MB/s per core vs `Tokenizer.encode_batch` directly; 1 vs 2 CPUs | 1.28x per CPU second (24 MB, 2026-11-30, machine heavily loaded: load 4.8-10.5 on 2 cores, so the wall-clock figures are noise); 1 vs 2 CPUs not measurable on that machine (no free second core): rerun on a quiet one | [tokenization](#tokenization-the-ray-data-job-vs-tokenizers-called-directly) |",
        "| training: >= 0.95x a plain HF `Trainer`'s tokens/s on CPU | 0.963x (median of 7 alternating pairs, 2026-11-29; 0.933x per CPU second; 0.991x / 0.979x on 2026-11-28) | [training](#training-throughput-our-lightning-module-vs-a-plain-hugging-face-trainer) |",
        "| training: `--model.fused_cross_entropy chunked` cuts the logits' memory without slowing the step | 0.32x the peak step memory (249 vs 774 MB at vocab 32k, 2,048 tokens a step), 1.14x per CPU second, same losses (CPU; no GPU figures yet) | [fused cross-entropy](#fused-cross-entropy-the-head-and-the-loss-in-chunks-vs-the-full-logits) |",
        "| training: `--model.document_mask true` (each packed document attends only to itself) | CPU, eager/SDPA 4D mask: 0.99x-1.06x the CPU time per step at 4 x 512 tokens; at 1 x 2,048 tokens 1.5x with SDPA (it leaves its causal kernel), 0.95x-1.09x with eager; the flash-attention path (no mask) not measured (no GPU) | [document-aware packing](#document-aware-packing-step-time-of-the-document-mask) |",

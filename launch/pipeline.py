@@ -243,6 +243,7 @@ def summarize(cfg: PipelineConfig) -> str:
     report = _load_json(at.curated / "report.json")
     lines.append(f"  curated shards   {at.shards}  (report: {at.curated / 'report.md'})")
     lines.append(f"  tokenizer        {at.tokenizer}")
+    lines.append(f"  token shards     {at.tokens}  (manifest.json)")
     lines.append(f"  training run     {at.run if at.run.is_dir() else at.train}  (hf/, checkpoints/, TensorBoard events)")
     lines.append(f"  metrics          {at.metrics}")
     lines.append(f"  samples          {at.samples}  (+ samples.md)")
@@ -260,6 +261,10 @@ def summarize(cfg: PipelineConfig) -> str:
     stats = _load_json(at.tokenizer / "train_stats.json")
     if stats:
         lines.append(f"  vocab size: {stats.get('vocab_size')} ({stats.get('model')})")
+    tokens = _load_json(at.tokens / "manifest.json")
+    if tokens:
+        lines.append("  token shards: " + ", ".join(f"{split} {info['docs']:,} docs / {info['tokens']:,} tokens"
+                                                   for split, info in tokens["splits"].items()))
     metrics = _load_json(at.metrics)
     if metrics:
         m, lm = metrics.get("metrics", {}), metrics.get("details", {}).get("language_modeling", {})

@@ -18,7 +18,7 @@ from typing import Any
 
 from common.config import ConfigError, load_yaml
 
-STAGES: tuple[str, ...] = ("curation", "tasks", "tokenizer", "train", "evaluate", "generate")
+STAGES: tuple[str, ...] = ("curation", "tasks", "tokenizer", "tokenize", "train", "evaluate", "generate")
 """Every stage, in the order it runs (the rows of :func:`stage_table`, in order)."""
 
 RUN_VERSION = "version_0"
@@ -35,6 +35,8 @@ class StageArgsConfig:
     """Extra flags of ``python -m modeling.harness tasks``, e.g. ``[--max_docs, "500"]``."""
     tokenizer: tuple[str, ...] = ()
     """Extra flags of ``python -m modeling.tokenizer train``, e.g. ``[--vocab_size, "1000"]``."""
+    tokenize: tuple[str, ...] = ()
+    """Extra flags of ``python -m modeling.tokenize``, e.g. ``[--num_cpus, "2"]``."""
     train: tuple[str, ...] = ()
     """Extra flags of ``python -m modeling.train fit``, e.g. ``[--trainer.max_steps, "10"]``."""
     evaluate: tuple[str, ...] = ()
@@ -48,11 +50,14 @@ class PipelineConfig:
     """One run of the whole chain; every key of ``configs/pipeline/*.yaml``."""
 
     output: str = "out/pipeline-demo"
-    """Directory that receives every artifact: curated/, tokenizer/, train/, metrics.json, samples.jsonl, logs/."""
+    """Directory that receives every artifact: curated/, tokenizer/, tokens/, train/, metrics.json, samples.jsonl,
+    logs/."""
     curation_config: str = "configs/curation/demo.yaml"
     """``--config`` of the curation stage; its ``input`` names the raw data (its ``output`` is overridden)."""
     tokenizer_config: str = "configs/tokenizer/demo.yaml"
     """``--config`` of the tokenizer stage."""
+    tokenize_config: str = "configs/tokenize/default.yaml"
+    """``--config`` of the tokenize stage (the Ray Data job writing the token shards training reads)."""
     train_config: str = "configs/train/tiny-cpu.yaml"
     """``--config`` of the training stage; the data, tokenizer, run directory and ``--name`` are set by the
     pipeline (the name is the config file's, unless ``extra_args.train`` gives ``--name``)."""
@@ -146,8 +151,8 @@ class Layout:
         return self.root / "tokenizer"
 
     @property
-    def token_cache(self) -> Path:
-        return self.root / "token-cache"
+    def tokens(self) -> Path:
+        return self.root / "tokens"
 
     @property
     def train(self) -> Path:
@@ -213,9 +218,10 @@ def reads_fingerprint(reads: tuple[str, ...]) -> list[Any]:
 
 
 def stage_table(cfg: PipelineConfig) -> tuple[StageSpec, ...]:
-    """The stages, wired to each other's outputs under ``cfg.output``. Curation splits once: the tokenizer and
-    training read its ``data/``; the domain tasks and evaluation its held-out ``heldout/`` (evaluation names the
-    curation output, which stands for its held-out split)."""
+    """The stages, wired to each other's outputs under ``cfg.output``. Curation splits once: the tokenizer and the
+    tokenize job read its ``data/`` (the job its ``heldout/`` too), training reads the job's token shards; the
+    domain tasks and evaluation read the held-out ``heldout/`` (evaluation names the curation output, which stands
+    for its held-out split)."""
     at = layout(cfg)
     x = cfg.extra_args
     shards, tokenizer, run = str(at.shards), str(at.tokenizer), at.run
@@ -248,17 +254,29 @@ def stage_table(cfg: PipelineConfig) -> tuple[StageSpec, ...]:
             upstream=("curation",),
         ),
         StageSpec(
+            name="tokenize",
+            module="modeling.tokenize",
+            # --overwrite: a rerun replaces the shards this stage wrote before (the tool removes only its own files)
+            args=("--config", cfg.tokenize_config, "--input", str(at.curated), "--tokenizer", tokenizer,
+                  "--output", str(at.tokens), "--overwrite", "true", "--progress", "false", *x.tokenize),
+            outs=(Out(str(at.tokens)),),
+            done=("tokens/manifest.json",),
+            params=(cfg.tokenize_config,),
+            upstream=("curation", "tokenizer"),
+        ),
+        StageSpec(
             name="train",
             module="modeling.train",
             # The run lands in train/<name>/version_0: the directory is emptied first (clean), so the version
             # number never climbs and evaluation and generation name the run's files without searching.
-            args=("fit", "--config", cfg.train_config, "--name", at.run_name, "--data.path", shards,
-                  "--data.tokenizer", tokenizer, "--data.cache_dir", str(at.token_cache),
+            # --data.path null: the train config's path gives way to the token shards (nothing is re-tokenized)
+            args=("fit", "--config", cfg.train_config, "--name", at.run_name, "--data.path", "null",
+                  "--data.token_shards", str(at.tokens), "--data.tokenizer", tokenizer,
                   "--trainer.default_root_dir", str(at.train), *x.train),
-            outs=(Out(str(at.train)), Out(str(at.token_cache), cache=False)),
+            outs=(Out(str(at.train)),),
             done=(_pattern(run / "hf" / "config.json", at), _pattern(run / "checkpoints" / "last.ckpt", at)),
             params=(cfg.train_config,),
-            upstream=("curation", "tokenizer"),
+            upstream=("tokenizer", "tokenize"),
             clean=("train",),
         ),
         StageSpec(

@@ -23,6 +23,10 @@ the folder to force a rebuild.
 The blocks are :class:`modeling.packing.BlockPacker`'s (documents tokenized without special tokens, eos after
 each, cut every ``block_size`` tokens), the packing ``modeling.evaluate`` scores too; the DataLoaders read them
 through ``modeling.token_blocks``.
+
+**Token shards** (``data.token_shards``, written by ``python -m modeling.tokenize`` as a Ray Data job) replace
+all of this for large corpora: nothing is tokenized or cached, every rank memory-maps the shards and splits and
+packs them by the same rules (:mod:`modeling.shard_data`); ``data.mixture`` weighs their sources.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ from modeling.block_cache import BlockWriter, build_once
 from modeling.corpus import iter_keyed_documents, iter_text_batches, resolve_text_files
 from modeling.heldout import resolve_test_files
 from modeling.hf_source import check_hf_dataset, iter_hf_documents, load_hf_dataset, local_dataset_files
+from modeling.shard_data import describe, open_shard_sets, open_shard_test_set
 from modeling.splits import pack_split
 from modeling.token_blocks import ResumableSampler, TokenBlocks
+from modeling.token_shards import check_tokenizer, read_manifest
 from modeling.tokenizer.load import load_tokenizer
 
 #: Bump when the cache layout or the meaning of its blocks changes, so old caches are rebuilt instead of misread.
@@ -105,6 +111,8 @@ class TextDataModule(LightningDataModule):
         tokenize_batch_size: int = 1000,
         id_column: str | None = "id",
         test_path: str | list[str] | None = None,
+        token_shards: str | None = None,
+        mixture: dict[str, float] | None = None,
     ) -> None:
         """
         Args:
@@ -126,12 +134,22 @@ class TextDataModule(LightningDataModule):
             test_path: Held-out documents for ``test`` (a folder, glob or files, read like ``path``): documents
                 neither training nor validation read. Default: ``heldout/`` of the curation output that ``path``
                 names, if it has one; without either, ``test`` stops rather than score the validation split.
+                With ``token_shards``: their ``heldout`` split, unless this is given.
+            token_shards: Token shards of ``python -m modeling.tokenize`` instead of ``path``: memory-mapped by
+                every rank, nothing tokenized; made with the same tokenizer as ``tokenizer`` (checked).
+            mixture: Token shards only: training weight per source (``{web: 0.5, clinical: 2.0}``; others 1),
+                applied per document by a hash of its id; validation keeps the natural mix.
         """
         super().__init__()
         self.save_hyperparameters()
-        if (path is None) == (hf_dataset is None):
-            raise DataConfigError("give exactly one of --data.path (curated shards) and --data.hf_dataset "
-                                  f"(a Hugging Face dataset); got path={path!r}, hf_dataset={hf_dataset!r}")
+        if sum(x is not None for x in (path, hf_dataset, token_shards)) != 1:
+            raise DataConfigError("give exactly one of --data.path (curated shards), --data.hf_dataset (a Hugging "
+                                  "Face dataset) and --data.token_shards (python -m modeling.tokenize); got "
+                                  f"path={path!r}, hf_dataset={hf_dataset!r}, token_shards={token_shards!r} (to replace a "
+                                  "config's path, add --data.path null)")
+        if mixture and token_shards is None:
+            raise DataConfigError("--data.mixture weighs the sources of --data.token_shards; tokenize the corpus "
+                                  "with python -m modeling.tokenize and train with --data.token_shards DIR")
         if path is not None and not (path.strip() if isinstance(path, str) else path):
             raise DataConfigError("--data.path is empty: give the curated shards (a folder, glob or list of files)")
         _check_numbers(block_size, batch_size, val_fraction, max_docs, num_workers, tokenize_batch_size)
@@ -153,6 +171,9 @@ class TextDataModule(LightningDataModule):
         self.tokenize_batch_size = tokenize_batch_size
         self.id_column = id_column
         self.test_path = test_path
+        self.token_shards = token_shards
+        self.mixture = dict(mixture) if mixture else None
+        self.shard_summary: dict[str, Any] | None = None
         self.train_set: TokenBlocks | None = None
         self.val_set: TokenBlocks | None = None
         self.test_set: TokenBlocks | None = None
@@ -161,6 +182,8 @@ class TextDataModule(LightningDataModule):
         # Inputs that cannot be read fail here, before a trainer starts or the tokenizing begins.
         if path is not None:
             self._files()
+        elif token_shards is not None:
+            check_tokenizer(read_manifest(token_shards), tokenizer, token_shards)
         else:
             check_hf_dataset(hf_dataset, DataConfigError)
         if test_path is not None:
@@ -181,12 +204,17 @@ class TextDataModule(LightningDataModule):
         """Build the token cache unless it exists (for ``test``, the held-out set's only: training's is not
         needed). Lightning runs this on one process per node."""
         if self._testing():
-            self.build_test_cache()
-        else:
+            if not self._shard_test():
+                self.build_test_cache()
+        elif self.token_shards is None:
             self.build_cache()
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "test":
+            if self.test_set is None and self._shard_test():
+                self.test_set = open_shard_test_set(self.token_shards, self.tokenizer, self.tokenizer_path,
+                                                    self.block_size)
+                rank_zero_info(f"data: test on the heldout split of {self.token_shards} ({len(self.test_set)} blocks)")
             if self.test_set is None:
                 cache = self.build_test_cache()
                 meta = json.loads((cache / "meta.json").read_text())
@@ -195,6 +223,12 @@ class TextDataModule(LightningDataModule):
                                f"tokens -> {len(self.test_set)} blocks (cache {cache})")
             return
         if self.train_set is not None:
+            return
+        if self.token_shards is not None:
+            sets = open_shard_sets(self.token_shards, self.tokenizer, self.tokenizer_path, self.block_size,
+                                   self.val_fraction, self.seed, self.mixture, DataConfigError)
+            self.train_set, self.val_set, self.shard_summary = sets.train, sets.val, sets.summary
+            rank_zero_info(describe(sets, self.token_shards, self.block_size))
             return
         cache = self.build_cache()  # no-op when prepare_data already built it (always, under Lightning)
         meta = json.loads((cache / "meta.json").read_text())
@@ -247,6 +281,15 @@ class TextDataModule(LightningDataModule):
     def fingerprint(self) -> dict[str, Any]:
         """What the training data is, for checkpoints to record (``modeling.runs``): the token streams' hash and
         size (so moving or touching the corpus changes nothing, editing it does), the split and the tokenizer."""
+        if self.token_shards is not None:
+            if self.shard_summary is None:
+                self.setup("fit")
+            info = self.shard_summary or {}
+            return {"tokens_sha256": info["sha256"], "docs": info["docs"], "tokens": info["tokens"],
+                    "source": f"--data.token_shards {self.token_shards!r}", "block_size": self.block_size,
+                    "split": SPLIT_METHOD, "val_fraction": self.val_fraction, "seed": self.seed,
+                    "tokenizer": self.tokenizer_path, "tokenizer_sha256": _tokenizer_fingerprint(self.tokenizer),
+                    "mixture": info["mixture"], "train_sources": info["sources"]}
         meta = json.loads((self.build_cache() / "meta.json").read_text())
         return {"tokens_sha256": meta["tokens_sha256"], "docs": meta["docs"], "tokens": meta["tokens"],
                 "source": self._describe(), "block_size": self.block_size, "split": SPLIT_METHOD,
@@ -358,6 +401,10 @@ class TextDataModule(LightningDataModule):
 
     def _describe(self) -> str:
         return f"--data.path {self.path!r}" if self.path is not None else f"--data.hf_dataset {self.hf_dataset}"
+
+    def _shard_test(self) -> bool:
+        """``test`` reads the token shards' heldout split (no --data.test_path given)."""
+        return self.token_shards is not None and self.test_path is None
 
     def _trainer_attached(self) -> bool:
         return self.trainer is not None

@@ -7,6 +7,11 @@ and ``modeling.evaluate`` scores them, so its perplexity is the ``val_ppl`` of t
 block size: both get their blocks from :class:`PackedBlocks` (or its push form :class:`BlockPacker`, which
 training uses to pack its train and validation documents apart), nothing else packs.
 
+Documents tokenized ahead of time (the token shards of ``python -m modeling.tokenize``) are packed by the same
+rule without copying: :class:`PackedStream` gives random access to block ``i`` of the stream "each document's
+ids, then eos" cut every ``block_size`` tokens, reading the documents out of memory maps. Both forms rest on the
+one definition of the stream; a test checks that they give the same blocks for the same documents.
+
 Evaluation also needs to know which text each token stands for (bits per byte, per-source breakdowns):
 :meth:`PackedBlocks.blocks` with ``with_bytes=True`` cuts the same token stream and carries, per token, the
 UTF-8 bytes it covers (:func:`token_byte_counts`) and the index of its document. The token ids are the same
@@ -185,3 +190,63 @@ def _eos(tokenizer: Any) -> int:
     if eos is None:  # the tokenizer loaders refuse such tokenizers first, naming the flag
         raise ValueError("the tokenizer has no eos token, which separates packed documents")
     return eos
+
+
+class PackedStream:
+    """Block ``i`` of the documents ``segments`` names, packed as :class:`BlockPacker` packs: each document's ids
+    followed by eos, run on as one stream, cut every ``block_size`` tokens; the final block is padded with
+    ``pad`` (its real length is :attr:`last_block_tokens`). Nothing is copied ahead: item ``i`` reads its
+    tokens out of ``arrays`` (memory maps of token shards), so any number of ranks share the page cache.
+
+    ``segments`` is an (n, 3) int64 array of ``(array index, start, stop)``: document ``k`` of the stream is
+    ``arrays[a][start:stop]``, without eos. A document may appear more than once (mixture weights)."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], segments: np.ndarray, eos: int, pad: int, block_size: int,
+                 dtype: np.dtype) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be at least 1, got {block_size}")
+        self.arrays, self.eos, self.pad, self.block_size, self.dtype = arrays, eos, pad, block_size, np.dtype(dtype)
+        self.segments = np.asarray(segments, dtype=np.int64).reshape(-1, 3)
+        self.lengths = self.segments[:, 2] - self.segments[:, 1] + 1  # + eos
+        self.ends = np.cumsum(self.lengths)
+        self.tokens = int(self.ends[-1]) if len(self.ends) else 0
+        self.docs = len(self.segments)
+        self.n_blocks = -(-self.tokens // block_size)
+        self.last_block_tokens = self.tokens - (self.n_blocks - 1) * block_size if self.n_blocks else 0
+
+    def __len__(self) -> int:
+        return self.n_blocks
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Memory maps travel as (file, dtype, offset, shape) and are mapped again where unpickled: pickling a
+        memmap copies its data, which would send the whole corpus to every spawned DataLoader worker."""
+        state = self.__dict__.copy()
+        state["arrays"] = [("memmap", a.filename, a.dtype.str, a.offset, a.shape)
+                           if isinstance(a, np.memmap) and a.filename else a for a in self.arrays]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["arrays"] = [np.memmap(a[1], dtype=np.dtype(a[2]), mode="r", offset=a[3], shape=a[4])
+                           if isinstance(a, tuple) else a for a in state["arrays"]]
+        self.__dict__.update(state)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not 0 <= i < self.n_blocks:
+            raise IndexError(f"block {i} of {self.n_blocks}")
+        size = self.block_size
+        pos, stop = i * size, min((i + 1) * size, self.tokens)
+        out = np.full(size, self.pad, dtype=self.dtype)
+        d, w = int(np.searchsorted(self.ends, pos, side="right")), 0
+        while pos < stop:
+            a, start, end = self.segments[d]
+            first = int(self.ends[d] - self.lengths[d])  # stream position of the document's first token
+            n, off = int(end - start), pos - first
+            if off < n:
+                take = min(n - off, stop - pos)
+                out[w:w + take] = self.arrays[a][start + off:start + off + take]
+                w, pos = w + take, pos + take
+            if pos < stop:  # the document's ids are all in: its eos comes next
+                out[w] = self.eos
+                w, pos = w + 1, pos + 1
+            d += 1
+        return out

@@ -173,7 +173,8 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     out: list[str] = []
     data_keys = ("tokens_sha256", "docs", "tokens")
     if any(saved.get(k) != current.get(k) for k in data_keys):
-        out.append(f"the token data (--data.path/--data.hf_dataset, --data.text_column, --data.max_docs): "
+        out.append(f"the token data (--data.path/--data.hf_dataset/--data.token_shards, --data.mixture, "
+                   "--data.text_column, --data.max_docs): "
                    f"{_describe_data(saved)} in the checkpoint, {_describe_data(current)} now")
     labels = {"tokenizer_sha256": "the tokenizer (--data.tokenizer)", "block_size": "--data.block_size",
               "val_fraction": "--data.val_fraction", "seed": "--data.seed", "lora": "--model.lora"}

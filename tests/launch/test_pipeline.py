@@ -136,7 +136,7 @@ def test_config_is_strict(tmp_path):
     with pytest.raises(ConfigError, match="valid keys"):
         load_config(bad, {})
     with pytest.raises(ConfigError, match="valid stages"):
-        load_config(None, {"stages": "curation,tokenize"})
+        load_config(None, {"stages": "curation,tokeniser"})
     assert main(["--config", str(bad)]) == 2
     c = load_config(REPO / "configs/pipeline/demo.yaml", {"stages": "train,evaluate", "force": True})
     assert c.stages == ("train", "evaluate") and c.force and c.output == "out/pipeline-demo"
@@ -170,9 +170,12 @@ def test_demo_pipeline_end_to_end_then_all_skipped(tmp_path, capsys, monkeypatch
 
     assert main(["--config", str(extra), "--output", str(out), "--quiet"]) == 0
     first = capsys.readouterr().out
-    assert "ran: curation, tasks, tokenizer, train, evaluate, generate" in first
+    assert "ran: curation, tasks, tokenizer, tokenize, train, evaluate, generate" in first
     report = json.loads((out / "curated/report.json").read_text())
     assert report["rows_out"] > 0 and f"{report['rows_out']:,} kept" in first
+    tokens = json.loads((out / "tokens/manifest.json").read_text())  # training read these, tokenizing nothing
+    assert tokens["splits"]["data"]["docs"] == report["split"]["train"]["docs"] and "token shards: data " in first
+    assert not (out / "token-cache").exists()
     stats = json.loads((out / "tokenizer/train_stats.json").read_text())
     assert stats["vocab_size"] <= 400 and f"vocab size: {stats['vocab_size']}" in first
     metrics = json.loads((out / "metrics.json").read_text())

@@ -132,7 +132,8 @@ def test_checkpoints_record_the_run_identity_loadable_weights_only(finished):
 
 @pytest.mark.parametrize("change, expected", [
     (["--data.block_size", "16"], "--data.block_size: 32 in the checkpoint, 16 now"),
-    (["--data.max_docs", "50"], "the token data (--data.path/--data.hf_dataset, --data.text_column, --data.max_docs): 60 docs"),
+    (["--data.max_docs", "50"], "the token data (--data.path/--data.hf_dataset/--data.token_shards, --data.mixture, --data.text_column, "
+                                    "--data.max_docs): 60 docs"),
     (["--model.scratch.num_layers", "3"], "the model (--model.scratch/--model.pretrained): n_layer=2 -> 3"),
     (["--data.val_fraction", "0.2"], "--data.val_fraction: 0.05 in the checkpoint, 0.2 now"),
 ], ids=["block_size", "data", "model", "split"])
