@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
@@ -40,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.ray_runtime import init_ray as common_init_ray
 from curation import columns, layout, schema, split
 from curation.config import RunConfig, to_dict
 from curation.dedup import add_keys
@@ -302,21 +302,8 @@ class ShardStage:
 
 
 def init_ray(cfg: RunConfig) -> None:
-    """Attach to ``--ray-address`` / ``RAY_ADDRESS`` if given, else start an embedded local Ray."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
-    if address:
-        # No runtime_env here: under `ray job submit` the job already has one, and Ray refuses to merge two
-        # that set the same keys. The cluster's (or the job's) environment is the one to use.
-        log.info("attaching to Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False,
-                 runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}},
-                 log_to_driver=True, configure_logging=False)
+    """Attach to ``--ray_address`` / ``RAY_ADDRESS`` if given, else start an embedded local Ray."""
+    common_init_ray(cfg.ray_address, cfg.num_cpus)
 
 
 def _write_empty_shard(cfg: RunConfig, out: Path, out_schema: pa.Schema, folder: str = DATA_DIR) -> str:

@@ -156,7 +156,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     """Tokenize every split into ``cfg.output``; returns the manifest (also written there, last)."""
     from tokenizers import Tokenizer
 
-    from curation.pipeline import init_ray  # the project's one way to start or attach to Ray
+    from common.ray_runtime import init_ray  # the project's one way to start or attach to Ray
     from modeling.tokenize_tasks import run_split
 
     t0 = time.time()
@@ -165,7 +165,7 @@ def run(cfg: TokenizeConfig) -> dict[str, Any]:
     dtype = token_dtype(vocab)
     splits = resolve_inputs(cfg)
     out = prepare_output(cfg, [f for files in splits.values() for f in files])
-    init_ray(cfg)  # duck-typed: reads ray_address and num_cpus, as curation's RunConfig has them
+    init_ray(cfg.ray_address, cfg.num_cpus)
     import ray.data
 
     ctx = ray.data.DataContext.get_current()

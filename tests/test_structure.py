@@ -22,9 +22,8 @@ STAGES = ("curation", "modeling", "launch")
 CURATION_CONTRACT = {"DATA_DIR", "HELDOUT_DIR", "IncompleteOutputError", "curated_data_dir", "curated_heldout_dir",
                      "require_complete", "__version__"}
 """What another package may import from curation: ``from curation import <one of these>``."""
-CURATION_HELPERS = {"curation.pipeline": {"init_ray"}}
-"""Named exceptions: curation's one way to start an embedded Ray or attach to a cluster, which
-``modeling.tokenize`` reuses rather than write a second one (imported lazily, inside the job)."""
+CURATION_HELPERS: dict[str, set[str]] = {}
+"""Named exceptions to the contract (none: what two stages share lives in ``common/``)."""
 
 USER_ERRORS = {
     "common.files.InputError", "common.config.ConfigError", "common.cli.CliError",
