@@ -15,6 +15,9 @@ Usage (from the repository root):
     python benchmarks/curation.py --reuse-seed
     python benchmarks/curation.py --only none        # re-measure quality of the existing outputs only
 
+    # keys-only dedup figures alone (shuffled bytes per input byte, dedup stage seconds), on a small corpus:
+    python benchmarks/curation.py --corpus data/bench/corpus-5000 --work out/bench-5000 --only ours
+
 Each pipeline runs in a fresh subprocess and is timed wall clock end to end, interpreter and Ray start-up
 included, because that is what a user waits for. docs/s is input documents over that time. Alongside, the CPU
 seconds of the whole process tree are sampled (psutil), which is the fairer figure on a shared machine, and the
@@ -400,6 +403,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         cpu_ratio = seed["cpu_s"] / ours["cpu_s"] if ours["cpu_s"] else float("nan")
         lines += ["", f"**Ratio ours/seed: {ratio:.1f}x docs/s wall clock** (target >= 5x); "
                       f"{cpu_ratio:.1f}x less CPU time."]  # fmt: skip
+    lines += dedup_lines(results.get("dedup"))
     lines += ["", "Output quality (count / denominator):", "", "| measure | seed recipe | ours |", "|---|---:|---:|"]
     for key, label, denom in QUALITY_ROWS:
         lines.append(
@@ -415,6 +419,32 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def dedup_figures(out_dir: Path) -> dict[str, Any] | None:
+    """The keys-only dedup figures of our run, from its report.json: what crossed the shuffle (keys and
+    decisions, Arrow bytes) per input byte, and the dedup stage's seconds. None without a finished report."""
+    path = out_dir / "report.json"
+    if not path.is_file():
+        return None
+    shuffle = json.loads(path.read_text()).get("shuffle")
+    if not shuffle:
+        return None
+    keys = ("key_rows", "key_bytes", "decision_rows", "decision_bytes", "bytes", "input_bytes",
+            "bytes_per_input_byte", "key_partitions", "dedup_seconds", "dedup_task_seconds")
+    return {k: shuffle.get(k) for k in keys}
+
+
+def dedup_lines(d: dict[str, Any] | None) -> list[str]:
+    """Markdown lines for the keys-only dedup figures (none when the run has none)."""
+    if not d or d.get("bytes_per_input_byte") is None:
+        return []
+    return ["", f"Keys-only dedup (ours): **{d['bytes_per_input_byte']:.2%} of the input bytes crossed the shuffle** "
+                f"(target < 5%): {d['key_rows']:,} key rows ({d['key_bytes'] / 2**20:.1f} MiB Arrow) and "
+                f"{d['decision_rows']:,} decisions ({d['decision_bytes'] / 2**20:.2f} MiB) for "
+                f"{d['input_bytes'] / 2**20:.0f} MiB of input; documents never cross it. Dedup stage "
+                f"{d['dedup_seconds']:.1f} s wall ({d['dedup_task_seconds']:.1f} s in its {d['key_partitions']} "
+                "key-partition tasks)."]
 
 
 def machine_line() -> str:
@@ -500,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "injected_duplicates", "args")},
         "runs": runs,
         "quality": quality,
+        "dedup": dedup_figures(work / "ours") if "ours" in outputs else None,
     }  # fmt: skip
     if "seed" in runs and "ours" in runs and runs["seed"]["docs_per_s"]:
         results["ratio_docs_per_s"] = round(runs["ours"]["docs_per_s"] / runs["seed"]["docs_per_s"], 2)

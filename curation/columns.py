@@ -26,15 +26,19 @@ DEDUP_KEY = "_cur_dedup_key"
 """Internal: 128-bit hash of the dedup key, as 16 bytes; never written out."""
 
 SHARD = "_cur_shard"
-"""Internal: output shard of the row, derived from the dedup key hash (or the id when dedup is off)."""
+"""Internal: key partition of the row, derived from the dedup key hash (or the id when dedup is off): which
+dedup task decides its text (see :mod:`curation.keys`). Not where the row is written."""
 DUP_COUNT = "_cur_dup_count"
 """Internal: on the row a duplicate group keeps, how many copies were removed."""
+DUP_DECISION = "_cur_dup_decision"
+"""Internal: the run-wide dedup decision for a row whose text other read tasks hold too (:mod:`curation.keys`):
+copies removed on the winner, -1 on a loser, null where the shard's own rows decide."""
 STATS = "_cur_stats"
 """Internal: JSON per-batch step statistics, carried on one extra row per batch (see ``pipeline``)."""
 STATS_ROW = "_cur_stats_row"
 """The ``drop_reason`` value of those statistics rows; they are never data and never counted as rows."""
 
-INTERNAL = (DROP_REASON, DEDUP_KEY, SHARD, DUP_COUNT, STATS)
+INTERNAL = (DROP_REASON, DEDUP_KEY, SHARD, DUP_COUNT, DUP_DECISION, STATS)
 """Columns the writer removes from the curated output (dropped rows are reported, not written)."""
 INTERNAL_PREFIX = "_cur_"
 """Every internal column starts with this; the reader renames input columns that do (see ``reserved``)."""

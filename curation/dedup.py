@@ -1,14 +1,15 @@
 """Exact deduplication at cluster scale, without MinHash and without collecting anything on the driver.
 
-How it works (three steps, each a plain function on an Arrow table, so it is unit-tested without Ray):
+How it works (each step a plain function on an Arrow table, so it is unit-tested without Ray):
 1. ``add_keys``: every live row gets a 128-bit xxh3 hash of its dedup key (the exact text, or the text with
-   case and whitespace folded) and an output shard number taken from that hash.
-2. The pipeline partitions rows by shard (each read task's result is written sorted by shard, one row group per
-   shard, and one Ray task per shard reads its row group of every result): all copies of a text meet in one shard,
-   whichever node or block they started on.
-3. ``mark_duplicates``: inside a shard, each group of equal hashes keeps the row with the smallest id and
-   marks the others ``duplicate``. Because the winner is chosen by id, not by arrival order, the output is
-   the same for any number of blocks, workers or nodes.
+   case and whitespace folded) and a key partition taken from that hash.
+2. Keys only, never documents, cross the shuffle (:mod:`curation.keys`): each read task sends one key row per
+   distinct hash it holds, one dedup task per key partition decides every hash that several read tasks hold,
+   and the decisions go back to the output shard that owns each read task.
+3. ``mark_duplicates`` then ``apply_decisions`` (the ``dedup`` step, :class:`DuplicateMarker`), per output
+   shard on its own read tasks' rows: each group of equal hashes keeps the row with the smallest id and marks
+   the others ``duplicate``; the run-wide decisions settle the groups that cross read tasks. Because the winner
+   is chosen by id, not by arrival order, the output is the same for any number of blocks, workers or nodes.
 
 At 128 bits the chance of any collision among 10^12 documents is about 10^-15, so hashes stand in for texts.
 """
@@ -31,6 +32,8 @@ _WS = re.compile(r"\s+")
 KEY_TYPE = pa.binary(16)
 REASON_DUPLICATE = "duplicate"
 """Drop reason of every copy but the one with the smallest id."""
+LOSER = -1
+"""``_cur_dup_decision`` of a row that loses to a smaller id in another read task (:mod:`curation.keys`)."""
 
 
 @dataclass(frozen=True)
@@ -104,15 +107,33 @@ def mark_duplicates(table: pa.Table) -> tuple[pa.Table, int]:
     return set_column(table, columns.DUP_COUNT, pa.array(dup_count, type=pa.int32())), groups
 
 
+def apply_decisions(table: pa.Table) -> pa.Table:
+    """Override :func:`mark_duplicates`' local answer with the run-wide decisions in
+    ``_cur_dup_decision``: losers become ``duplicate`` (their local count goes), winners get the run-wide count."""
+    if columns.DUP_DECISION not in table.column_names or not table.num_rows:
+        return table
+    column = table.column(columns.DUP_DECISION)
+    decided = pc.is_valid(column).to_numpy(zero_copy_only=False)
+    decision = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    lose = decided & (decision == LOSER)
+    win = decided & (decision >= 0)
+    counts = table.column(columns.DUP_COUNT).to_numpy(zero_copy_only=False).astype(np.int32)
+    counts = np.where(lose, 0, np.where(win, decision, counts)).astype(np.int32)
+    table = mark_dropped(table, [REASON_DUPLICATE if x else None for x in lose])
+    return set_column(table, columns.DUP_COUNT, pa.array(counts, type=pa.int32()))
+
+
 class DuplicateMarker:
     """Batch step of the ``dedup`` step: mark the duplicates among one output shard's rows.
 
-    Runs per shard, after the shuffle, where every copy of a text has met; the keys it compares were added in
-    the read tasks by :func:`add_keys` (with ``cfg.key``), which the pipeline calls for every batch."""
+    Runs per output shard, on the rows of the shard's own read tasks, after the keys-only shuffle
+    (:mod:`curation.keys`) decided every text that other read tasks hold too; those decisions arrive in
+    ``_cur_dup_decision`` and override the local answer. The keys were added in the read tasks by
+    :func:`add_keys` (with ``cfg.key``), which the pipeline calls for every batch."""
 
     def __init__(self, cfg: DedupConfig = DedupConfig(), text_column: str = "text") -> None:
         self.cfg = cfg
         self.text_column = text_column
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return mark_duplicates(batch)[0]
+        return apply_decisions(mark_duplicates(batch)[0])

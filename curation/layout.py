@@ -11,7 +11,8 @@ An output folder looks like this::
       _SUCCESS                    the completion marker, written last (JSON: rows, shards, finish time)
       .curation/manifest.json     every folder this tool created and every file name it may write here
       .curation/run.json          what the run was planned from (config, inputs, read tasks): --resume checks it
-      .curation/work/             per-read-task and per-shard results of an unfinished run (removed at the end)
+      .curation/work/             per-read-task, per-key-partition and per-shard results of an unfinished run
+                                  (removed at the end; see curation.stages)
 
 The rules (each one a test):
 - The tool deletes only files it wrote itself (the names in its manifest, or its own temporary files), and

@@ -1,25 +1,33 @@
 """Builds and runs the Ray Data plan. Which steps run in which stage, and in what order, comes from the step
-registry (:mod:`curation.steps.registry`); this module runs them.
+registry (:mod:`curation.steps.registry`); this module runs them. The stages themselves are in
+:mod:`curation.stages`, the keys-only dedup in :mod:`curation.keys`.
 
 Plan::
 
     read tasks ─► stage 1, one Ray task per read task: read, then the ``clean`` steps batch by batch (normalize,
-    html, urls, whitespace, quality, language), then the dedup key and output shard of every row; its rows land
-    in ``.curation/work/tasks/`` sorted by output shard, one Parquet row group per shard, plus a small JSON of
-    its counts (the task's "done" mark)
-          ─► stage 2, one Ray task per output shard: its row group of every task's result, the ``shard`` steps
-    (dedup, PII), sort by id, the held-out split (:mod:`curation.split`), write ``data/part-NNNNN`` and
-    ``heldout/part-NNNNN`` atomically, plus a JSON of the shard's counts
+    html, urls, whitespace, quality, language), then the dedup key of every row; its rows stay in
+    ``.curation/work/tasks/`` in read order, and its dedup keys (one per distinct text: hash, smallest id,
+    row) go beside them by key partition, plus a small JSON of its counts (the task's "done" mark)
+          ─► dedup, one Ray task per key partition: its keys from every read task, the smallest id of each
+    text that several read tasks hold wins (:func:`curation.keys.decide`); decisions written by output shard
+          ─► stage 2, one Ray task per output shard, which owns a contiguous run of read tasks: their rows and
+    the decisions about them, the ``shard`` steps (dedup, PII), sort by id, the held-out split
+    (:mod:`curation.split`), write ``data/part-NNNNN`` and ``heldout/part-NNNNN`` atomically, plus a JSON of the
+    shard's counts
           ─► report, conservation check, report files, then ``_SUCCESS`` (see :mod:`curation.layout`).
 
-Why through files and not a Ray shuffle: every finished read task and every finished shard is on disk, so a
-run killed at any point (a worker, the driver, the whole cluster) is finished by ``--resume`` redoing only
-the unfinished tasks, with byte-identical output. The output folder must be on a filesystem every worker sees,
-which writing the shards already needed. Documents cross the network once, as they did through Ray's object
-store; and the per-task files are columnar, so a step that needs only (hash, id) can read just those.
+Why keys only: exact dedup needs (hash, id) to decide which copy stays; moving the documents to wherever
+their twins are would be the corpus crossing the network once more. Only the keys (a few percent of the
+input; ``report.json`` ``shuffle``) cross between tasks; documents go from their read task to their output
+shard, which reads the read tasks' own files.
 
-Nothing but small per-task and per-shard counts reaches the driver. Every step runs as a Ray *task*, not an
-actor pool: models (the language ID model) are loaded once per worker process and cached there.
+Why through files and not Ray's object store: every finished read task, key partition and shard is on disk,
+so a run killed at any point (a worker, the driver, the whole cluster) is finished by ``--resume`` redoing
+only the unfinished ones, with byte-identical output. The output folder must be on a filesystem every worker
+sees, which writing the shards already needed.
+
+Nothing but small per-task, per-partition and per-shard counts reaches the driver. Every step runs as a Ray
+*task*, not an actor pool: models (the language ID model) are loaded once per worker process and cached there.
 
 Counts are exact when Ray retries a task: a task's counts are written with its results, atomically, and a
 retried task overwrites both with the same bytes.
@@ -36,269 +44,42 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from common.ray_runtime import init_ray as common_init_ray
-from curation import columns, layout, schema, split
+from curation import columns, keys, layout, schema, split
 from curation.config import RunConfig, to_dict
-from curation.dedup import add_keys
-from curation.io import (
-    ReadAccount,
-    ReadTask,
-    output_table,
-    plan_reads,
-    read_task,
-    shard_count,
-    shard_name,
-    write_table,
-)
+from curation.io import ReadTask, output_table, plan_reads, shard_count, shard_name, write_table
 from curation.report import (
     ConservationError,
-    StepStats,
     build_report,
     check_conservation,
     check_reader_conservation,
     fingerprint_inputs,
     write_report,
 )
-from curation.steps.base import live_mask, mark_dropped
-from curation.steps.registry import CLEAN, SHARD, BatchStep, StepSpec, step_columns
+from curation.stages import (
+    DATA_DIR,
+    DROPPED_DIR,
+    HELDOUT_DIR,
+    CleanStage,
+    DedupStage,
+    ReadCleanStage,
+    ShardStage,
+    dedup_file,
+    shard_file,
+    task_file,
+)
+from curation.steps.registry import CLEAN, step_columns
+
+__all__ = ["CleanStage", "plan_record", "planned_files", "run"]
 
 log = logging.getLogger("curation")
 
-PARTITION_STEP = "dedup"
-"""The step whose key partitions the rows between output shards: stage 1 hashes each live row's dedup key
-(:func:`curation.dedup.add_keys`), so every copy of a text meets its twins in one shard. Without that step,
-rows are spread by the hash of their id."""
-EMPTY_AFTER_CLEANING = "empty_after_cleaning"
-DATA_DIR = layout.DATA_DIR
-HELDOUT_DIR = layout.HELDOUT_DIR
-DROPPED_DIR = layout.DROPPED_DIR
-TASKS_DIR = f"{layout.WORK_DIR}/tasks"
-SHARDS_DIR = f"{layout.WORK_DIR}/shards"
-SPILL_BYTES = 256 * 2**20
-"""A read task keeps at most this much cleaned data in memory before it writes a part of its result."""
 RETRIES = 3
 """Ray retries a task whose worker died this many times; then the run stops (and ``--resume`` goes on)."""
-
-
-def make_step(spec: StepSpec, cfg: RunConfig) -> BatchStep:
-    """The batch callable of one step, configured from the run config."""
-    return spec.make(cfg.step_config(spec.name), cfg.text_column)
-
-
-def _live_chars(batch: pa.Table, text_column: str) -> tuple[int, int]:
-    """(live rows, characters in live rows) of a batch, computed in Arrow."""
-    live = pa.array(live_mask(batch), type=pa.bool_())
-    rows = int(pc.sum(live).as_py() or 0)
-    lengths = pc.utf8_length(batch.column(text_column))
-    chars = pc.sum(pc.if_else(live, lengths, 0)).as_py() or 0
-    return rows, int(chars)
-
-
-def run_step(name: str, step: BatchStep, batch: pa.Table, text_column: str,
-             stats: dict[str, StepStats]) -> pa.Table:
-    """Run one step on a batch and add its rows/characters in and out and its time to ``stats``."""
-    rows_in, chars_in = _live_chars(batch, text_column)
-    t0 = time.perf_counter()
-    batch = step(batch)
-    seconds = time.perf_counter() - t0
-    rows_out, chars_out = _live_chars(batch, text_column)
-    stats.setdefault(name, StepStats()).add(StepStats(rows_in, rows_out, chars_in, chars_out, seconds))
-    return batch
-
-
-def _mark_empty(batch: pa.Table, text_column: str) -> pa.Table:
-    """Text the cleaning steps emptied (an HTML page of only scripts) is dropped, with its own reason."""
-    texts = batch.column(text_column)
-    empty = pc.fill_null(pc.equal(pc.utf8_length(texts), 0), False).to_pylist()
-    return mark_dropped(batch, [EMPTY_AFTER_CLEANING if e else None for e in empty])
-
-
-def _shrink_dropped(batch: pa.Table, text_column: str) -> pa.Table:
-    """Dropped rows keep their id and reason but not their text: the per-task results carry no dead weight."""
-    dropped = pc.is_valid(batch.column(columns.DROP_REASON))
-    texts = pc.if_else(dropped, pa.scalar(None, pa.large_string()), batch.column(text_column).cast(pa.large_string()))
-    return batch.set_column(batch.schema.get_field_index(text_column), text_column, texts)
-
-
-class CleanStage:
-    """The ``clean`` steps on one batch, then dedup keys and shard numbers. Plain Python: unit tests call it
-    without Ray."""
-
-    def __init__(self, cfg: RunConfig, num_shards: int) -> None:
-        self.cfg = cfg
-        self.num_shards = num_shards
-        self.specs = cfg.selected_steps(CLEAN)
-        self._steps: list[BatchStep] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_steps": None}  # steps (and their models) are rebuilt in each worker
-
-    def __call__(self, batch: pa.Table, stats: dict[str, StepStats]) -> pa.Table:
-        if self._steps is None:
-            self._steps = [make_step(spec, self.cfg) for spec in self.specs]
-        tc = self.cfg.text_column
-        rows_in, chars_in = _live_chars(batch, tc)
-        stats.setdefault("read", StepStats()).add(StepStats(batch.num_rows, rows_in, 0, chars_in, 0.0))
-        for spec, step in zip(self.specs, self._steps):
-            batch = run_step(spec.name, step, batch, tc, stats)
-        batch = _mark_empty(batch, tc)
-        partition = self.cfg.step_config(PARTITION_STEP) if PARTITION_STEP in self.cfg.ordered_steps else None
-        batch = add_keys(batch, tc, self.num_shards, partition)
-        return _shrink_dropped(batch, tc)
-
-
-def _task_file(work: Path, index: int) -> Path:
-    return work / "tasks" / f"task-{index:06d}.json"
-
-
-def _shard_file(work: Path, shard: int) -> Path:
-    return work / "shards" / f"shard-{shard:05d}.json"
-
-
-def spill(tables: list[pa.Table], path: Path) -> dict[str, Any]:
-    """Write one part of a read task's result: rows sorted by shard, one row group per shard.
-
-    Returns what stage 2 needs to find each shard's rows (``{"file", "groups": {shard: row group}}``) and the
-    part's schema, from which the run's output schema is unified."""
-    unified, _ = schema.unify(t.schema for t in tables)
-    table = pa.concat_tables([schema.conform(t, unified) for t in tables])
-    table = table.take(pc.sort_indices(table, [(columns.SHARD, "ascending")]))
-    shards = table.column(columns.SHARD).to_numpy()
-    groups: dict[int, int] = {}
-
-    def write(tmp: Path) -> None:
-        with pq.ParquetWriter(tmp, table.schema, compression="lz4") as writer:
-            start = 0
-            while start < len(shards):
-                shard = int(shards[start])
-                end = start
-                while end < len(shards) and shards[end] == shard:  # rows are sorted: one run per shard
-                    end += 1
-                groups[shard] = len(groups)
-                writer.write_table(table.slice(start, end - start), row_group_size=end - start)
-                start = end
-
-    layout.atomic_write(path, write)
-    return {"file": path.name, "groups": {str(k): v for k, v in groups.items()},
-            "schema": schema.schema_to_json(table.schema)}
-
-
-class ReadCleanStage:
-    """Ray adapter of stage 1: planned read tasks in; each one read, cleaned and written to the work folder.
-
-    Reading and cleaning are one operator on purpose: as two fused ``map_batches`` Ray Data bundles input rows
-    up to the larger batch size, which put every read task into one Ray task and left the other CPUs idle.
-    A task whose result file exists already (``--resume``, or a retry after the write) is not done again.
-    """
-
-    def __init__(self, cfg: RunConfig, num_shards: int, work: str, reserved: frozenset[str]) -> None:
-        self.cfg = cfg
-        self.work = Path(work)
-        self.reserved = reserved
-        self.clean = CleanStage(cfg, num_shards)
-
-    def __call__(self, items: pa.Table) -> Iterator[pa.Table]:
-        for item in items.to_pylist():
-            index = item.pop("index")
-            reused = _task_file(self.work, index).is_file()
-            if not reused:
-                self.run_task(index, ReadTask(**item))
-            yield pa.table({"index": [index], "reused": [reused]})
-
-    def run_task(self, index: int, task: ReadTask) -> None:
-        tc, size = self.cfg.text_column, self.cfg.batch_size
-        account = ReadAccount(source=task.source)
-        stats: dict[str, StepStats] = {}
-        rows = 0
-        buffer: list[pa.Table] = []
-        buffered = 0
-        parts: list[dict[str, Any]] = []
-        folder = self.work / "tasks"
-        for table in read_task(task, tc, self.cfg.reader, self.reserved, account):
-            rows += table.num_rows
-            for start in range(0, table.num_rows, size):
-                cleaned = self.clean(table.slice(start, size), stats)
-                buffer.append(cleaned)
-                buffered += cleaned.nbytes
-                if buffered >= SPILL_BYTES:
-                    parts.append(spill(buffer, folder / f"task-{index:06d}.{len(parts):03d}.parquet"))
-                    buffer, buffered = [], 0
-        if buffer:
-            parts.append(spill(buffer, folder / f"task-{index:06d}.{len(parts):03d}.parquet"))
-        layout.write_json_atomic(_task_file(self.work, index), {
-            "index": index, "source": task.source, "records": account.records, "rows": rows,
-            "corrupt": account.corrupt, "stringified": sorted(account.stringified), "parts": parts, "steps": {k: asdict(v) for k, v in stats.items()},
-        })
-
-
-class ShardStage:
-    """Ray adapter of stage 2: one output shard's rows from every read task; the ``shard`` steps (dedup, PII),
-    then dropped rows are set apart, the rest sorted by id, split into training and held-out rows
-    (``heldout_fraction``: the run's effective fraction) and written atomically."""
-
-    def __init__(self, cfg: RunConfig, work: str, out_schema: str, heldout_fraction: float = 0.0) -> None:
-        self.cfg = cfg
-        self.work = Path(work)
-        self.out_schema = out_schema
-        self.heldout_fraction = heldout_fraction
-        self.specs = cfg.selected_steps(SHARD)
-        self._steps: list[BatchStep] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_steps": None}  # steps are rebuilt in each worker
-
-    def __call__(self, items: pa.Table) -> Iterator[pa.Table]:
-        for item in items.to_pylist():
-            shard = item["shard"]
-            reused = _shard_file(self.work, shard).is_file()
-            if not reused:
-                self.run_shard(shard, json.loads(item["pieces"]))
-            yield pa.table({"shard": [shard], "reused": [reused]})
-
-    def load(self, pieces: list[list[Any]]) -> pa.Table:
-        """The shard's rows from every read task's result, in the run's one schema."""
-        target = schema.schema_from_json(self.out_schema)
-        tables = [schema.conform(pq.ParquetFile(self.work / "tasks" / name).read_row_group(group), target)
-                  for name, group in pieces]
-        return pa.concat_tables(tables) if tables else target.empty_table()
-
-    def run_shard(self, shard: int, pieces: list[list[Any]]) -> None:
-        from curation.report import empty_summary, shard_summary
-
-        tc = self.cfg.text_column
-        if not pieces:  # no read task sent a row here (every input empty, or few rows and many shards)
-            layout.write_json_atomic(_shard_file(self.work, shard), {"summary": empty_summary(shard), "files": [],
-                                                                     "split": {}})
-            return
-        table = self.load(pieces)
-        if self._steps is None:
-            self._steps = [make_step(spec, self.cfg) for spec in self.specs]
-        stats: dict[str, StepStats] = {}
-        for spec, step in zip(self.specs, self._steps):
-            table = run_step(spec.name, step, table, tc, stats)  # steps skip the rows dropped before them
-        dropped_mask = pc.is_valid(table.column(columns.DROP_REASON))
-        dropped = table.filter(dropped_mask)
-        kept = table.filter(pc.invert(dropped_mask))
-        kept = kept.sort_by([(columns.ID, "ascending")])
-        out = Path(self.cfg.output)
-        files = []
-        train, heldout = split.split_table(kept, self.cfg.split, self.heldout_fraction, tc)
-        for folder, rows in ((DATA_DIR, train), (HELDOUT_DIR, heldout)):
-            if rows.num_rows:
-                name = f"{folder}/{shard_name(shard, self.cfg.writer)}"
-                write_table(output_table(rows, tc, step_columns(self.cfg.step_specs)), out / name, self.cfg.writer)
-                files.append(name)
-        if self.cfg.writer.write_dropped and dropped.num_rows:
-            name = f"{DROPPED_DIR}/{shard_name(shard, self.cfg.writer)}"
-            cols = dropped.select([columns.ID, columns.DROP_REASON]).rename_columns(["id", "drop_reason"])
-            write_table(cols.sort_by([("id", "ascending")]), out / name, self.cfg.writer)
-            files.append(name)
-        summary = shard_summary(shard, kept, dropped, stats, tc, step_columns(self.cfg.selected_steps()))
-        sides = {"train": split.side_counts(train, tc), "heldout": split.side_counts(heldout, tc)}
-        layout.write_json_atomic(_shard_file(self.work, shard), {"summary": summary, "files": files, "split": sides})
+PLAN_VERSION = 2
+"""Version 2: keys-only dedup, output shards own contiguous read tasks. A work folder of another version is
+not resumed (its files mean other things)."""
 
 
 def init_ray(cfg: RunConfig) -> None:
@@ -331,7 +112,7 @@ def plan_record(cfg: RunConfig, tasks: list[ReadTask], num_shards: int,
     settings = {k: v for k, v in to_dict(cfg).items() if k not in RESUME_IGNORES}
     inputs = {f["path"]: {k: v for k, v in f.items() if k != "path"}
               for f in (fingerprints if fingerprints is not None else fingerprint_inputs(tasks))}
-    return {"version": 1, "settings": settings, "num_shards": num_shards, "inputs": inputs,
+    return {"version": PLAN_VERSION, "settings": settings, "num_shards": num_shards, "inputs": inputs,
             "tasks": [asdict(t) for t in tasks]}
 
 
@@ -369,7 +150,7 @@ def _stage1(cfg: RunConfig, tasks: list[ReadTask], num_shards: int, work: Path,
     """Run the read tasks not done yet; return every task's result record, in task order, and how many ran."""
     import ray.data
 
-    todo = [{"index": i, **asdict(t)} for i, t in enumerate(tasks) if not _task_file(work, i).is_file()]
+    todo = [{"index": i, **asdict(t)} for i, t in enumerate(tasks) if not task_file(work, i).is_file()]
     log.info("stage 1 (read, clean): %d of %d read tasks to do", len(todo), len(tasks))
     ran = 0
     if todo:
@@ -377,30 +158,70 @@ def _stage1(cfg: RunConfig, tasks: list[ReadTask], num_shards: int, work: Path,
         ran = _map_tasks(ds, ReadCleanStage(cfg, num_shards, str(work), reserved))
     records = []
     for i in range(len(tasks)):
-        path = _task_file(work, i)
+        path = task_file(work, i)
         if not path.is_file():  # pragma: no cover - Ray reported success, so every task wrote its file
             raise RuntimeError(f"read task {i} ({tasks[i].source}) finished without writing {path}")
         records.append(layout.read_json(path))
     return records, ran
 
 
-def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema,
-            task_records: list[dict[str, Any]], heldout_fraction: float) -> tuple[list[dict[str, Any]], int]:
+def _dedup(num_partitions: int, work: Path, task_records: list[dict[str, Any]],
+           task_shards: list[int]) -> tuple[list[dict[str, Any]], int]:
+    """Run the key partitions not done yet (those some read task sent keys to); return every partition's
+    record, in partition order, and how many ran. Partitions no key reached need no task."""
+    import ray.data
+
+    pieces: dict[int, list[list[Any]]] = {}
+    for rec in task_records:
+        if rec.get("keys"):
+            for partition, group in rec["keys"]["groups"].items():
+                pieces.setdefault(int(partition), []).append([rec["keys"]["file"], group])
+    todo = [{"partition": p, "pieces": json.dumps(v)} for p, v in sorted(pieces.items())
+            if not dedup_file(work, p).is_file()]
+    log.info("dedup (keys only): %d of %d key partitions to do", len(todo), len(pieces))
+    ran = 0
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
+        ran = _map_tasks(ds, DedupStage(str(work), task_shards))
+    return [layout.read_json(dedup_file(work, p)) for p in sorted(pieces)], ran
+
+
+def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema, task_records: list[dict[str, Any]],
+            dedup_records: list[dict[str, Any]], task_shards: list[int],
+            heldout_fraction: float) -> tuple[list[dict[str, Any]], int]:
     """Run the shards not done yet; return every shard's record, in shard order, and how many ran."""
     import ray.data
 
-    pieces: dict[int, list[list[Any]]] = {s: [] for s in range(num_shards)}
-    for rec in task_records:
-        for part in rec["parts"]:
-            for shard, group in part["groups"].items():
-                pieces[int(shard)].append([part["file"], group])
-    todo = [{"shard": s, "pieces": json.dumps(p)} for s, p in pieces.items() if not _shard_file(work, s).is_file()]
+    owned: dict[int, list[list[Any]]] = {s: [] for s in range(num_shards)}
+    for rec, shard in zip(task_records, task_shards):
+        owned[shard].append([rec["index"], [p["file"] for p in rec["parts"]]])
+    decisions: dict[int, list[list[Any]]] = {s: [] for s in range(num_shards)}
+    for rec in dedup_records:
+        for shard, group in rec["groups"].items():
+            decisions[int(shard)].append([rec["file"], group])
+    todo = [{"shard": s, "tasks": json.dumps(owned[s]), "decisions": json.dumps(decisions[s])}
+            for s in range(num_shards) if not shard_file(work, s).is_file()]
     log.info("stage 2 (dedup, PII, write): %d of %d shards to do", len(todo), num_shards)
     ran = 0
     if todo:
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
         ran = _map_tasks(ds, ShardStage(cfg, str(work), schema.schema_to_json(out_schema), heldout_fraction))
-    return [layout.read_json(_shard_file(work, s)) for s in range(num_shards)], ran
+    return [layout.read_json(shard_file(work, s)) for s in range(num_shards)], ran
+
+
+def shuffle_report(dedup_records: list[dict[str, Any]], input_bytes: int, num_partitions: int,
+                   seconds: float) -> dict[str, Any]:
+    """``report["shuffle"]``: what crossed between tasks (Arrow bytes of the key rows the dedup tasks read and of
+    the decisions they wrote), against the input's bytes. Documents never cross: they are not counted because
+    they are not moved."""
+    totals = {k: sum(int(r[k]) for r in dedup_records) for k in ("key_rows", "key_bytes", "decision_rows",
+                                                                  "decision_bytes")}
+    moved = totals["key_bytes"] + totals["decision_bytes"]
+    return {**totals, "bytes": moved, "input_bytes": input_bytes,
+            "bytes_per_input_byte": moved / input_bytes if input_bytes else None,
+            "key_partitions": num_partitions, "key_partitions_used": len(dedup_records),
+            "dedup_seconds": round(seconds, 3),
+            "dedup_task_seconds": round(sum(float(r.get("seconds", 0.0)) for r in dedup_records), 3)}
 
 
 def run(cfg: RunConfig, on_ray_started: Callable[[], Any] | None = None) -> dict[str, Any]:
@@ -433,8 +254,8 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         log.info("%s holds a finished run already (%s): nothing to resume", out, layout.MARKER)
         return layout.read_json(out / "report.json")
     work = out / layout.WORK_DIR
-    (work / "tasks").mkdir(parents=True, exist_ok=True)
-    (work / "shards").mkdir(parents=True, exist_ok=True)
+    for folder in ("tasks", "dedup", "shards"):
+        (work / folder).mkdir(parents=True, exist_ok=True)
     log.info("planned %d read tasks over %.1f MB -> %d output shards%s", len(tasks), input_bytes / 2**20,
              num_shards, " (resuming)" if state.resume else "")
     init_ray(cfg)
@@ -443,14 +264,20 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
     _configure_ray_data(cfg)
     t_ray = time.time()
     reserved = cfg.reserved_columns
-    task_records, tasks_ran = _stage1(cfg, tasks, num_shards, work, reserved)
+    num_partitions = num_shards  # key partitions: one per output shard keeps each dedup task small
+    task_records, tasks_ran = _stage1(cfg, tasks, num_partitions, work, reserved)
     check_reader_conservation(task_records)  # fails here, before any shard is written, if a reader lost rows
     out_schema, stringified = schema.unify(
         schema.schema_from_json(p["schema"]) for rec in task_records for p in rec["parts"])
+    t_dedup = time.time()
+    task_shards = keys.assign_shards([t.size for t in tasks], num_shards)
+    dedup_records, partitions_ran = _dedup(num_partitions, work, task_records, task_shards)
+    shuffle = shuffle_report(dedup_records, input_bytes, num_partitions, time.time() - t_dedup)
     # the cap on held-out documents, from counts every read task recorded: the same on --resume
     fraction = split.effective_fraction(
         cfg.split, split.candidate_docs(task_records, [s.name for s in cfg.selected_steps(CLEAN)]))
-    shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records, fraction)
+    shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records, dedup_records, task_shards,
+                                        fraction)
     for folder in [DATA_DIR] + ([HELDOUT_DIR] if cfg.split.enabled else []):
         if not any(f.startswith(f"{folder}/") for r in shard_records for f in r["files"]):
             shard_records[0]["files"].append(_write_empty_shard(cfg, out, out_schema, folder))
@@ -469,7 +296,9 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         for name in rec.get("stringified", []):
             stringified.setdefault(name, ["mixed within a file"])
     report["columns_as_strings"] = stringified
+    report["shuffle"] = shuffle
     report["resume"] = {"resumed": state.resume, "read_tasks": len(tasks), "read_tasks_reused": len(tasks) - tasks_ran,
+                        "key_partitions": len(dedup_records), "key_partitions_reused": len(dedup_records) - partitions_ran,
                         "shards": num_shards, "shards_reused": num_shards - shards_ran}
     try:
         check_conservation(report)

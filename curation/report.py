@@ -237,6 +237,10 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     if report["duplicates"]["groups"]:
         d = report["duplicates"]
         lines.append(f"duplicates: {d['rows_removed']:,} rows in {d['groups']:,} groups")
+    sh = report.get("shuffle")
+    if sh and sh.get("bytes_per_input_byte") is not None and sh.get("key_rows"):
+        lines.append(f"dedup shuffle (keys only): {sh['bytes'] / 2**20:,.2f} MiB for {sh['key_rows']:,} keys, "
+                     f"{sh['bytes_per_input_byte']:.2%} of the input bytes")
     if report["languages"]["seen"]:
         lines.append("languages seen: " + ", ".join(f"{k}={v:,}" for k, v in list(report["languages"]["seen"].items())[:8]))
     files = report.get("files") or {}
