@@ -87,6 +87,8 @@ def measure(rows: list[dict[str, str]], names: list[str], repeats: int, batch_si
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    from curation.steps.base import live_mask
+
     steps = _steps(names)
     batches = [pa.table({"id": [r["id"] for r in rows[i:i + batch_size]],
                          "text": pa.array([r["text"] for r in rows[i:i + batch_size]], type=pa.large_string())})
@@ -101,8 +103,7 @@ def measure(rows: list[dict[str, str]], names: list[str], repeats: int, batch_si
         nbytes = dict.fromkeys(names, 0)
         for batch in batches:
             for name, step in steps:
-                live = (pc.is_null(batch.column("drop_reason")) if "drop_reason" in batch.column_names
-                        else pa.array([True] * batch.num_rows))
+                live = pa.array(live_mask(batch), type=pa.bool_())
                 docs[name] += int(pc.sum(live).as_py() or 0)
                 nbytes[name] += int(pc.sum(pc.if_else(live, pc.binary_length(batch.column("text")), 0)).as_py() or 0)
                 t0 = time.process_time()
@@ -138,6 +139,14 @@ def compare(before: dict[str, Any], after: dict[str, Any]) -> str:
     tb, ta = (sum(r["cpu_s"] for r in x["steps"].values()) for x in (before, after))
     lines.append(f"| **all** | | {tb:.3f} | {ta:.3f} | | | {tb / ta if ta else 0:.2f}x |")
     return "\n".join(lines) + "\n"
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it (as the docs should show it)."""
+    try:
+        return str(Path(os.path.abspath(path)).relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def conditions() -> str:
@@ -185,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = sample_docs(args.corpus, args.docs, args.stride)
     names = [s for s in args.steps.split(",") if s]
     steps = measure(rows, names, args.repeats, args.batch_size)
-    result = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "corpus": str(args.corpus),
+    result = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "corpus": _shown(args.corpus),
               "docs": len(rows), "mb": sum(len(r["text"].encode()) for r in rows) / MB, "stride": args.stride,
               "batch_size": args.batch_size, "repeats": args.repeats, "curation": str(Path(curation.__file__).parent),
               "conditions": conditions(), "steps": steps}
