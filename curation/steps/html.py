@@ -93,7 +93,7 @@ def _lines_from_marked(text: str, keep_pre: bool) -> str:
     stripped (``" ".join(piece.split())``: the same as ``re.sub(r"\\s+", " ", piece).strip()``, as both split
     on ``str.isspace``, at a fraction of the cost over tens of thousands of pieces), empty ones go."""
     lines: list[str] = []
-    for part in _PRE_SPLIT.split(text):
+    for part in _PRE_SPLIT.split(text) if _PRE_OPEN in text else (text,):
         if not part:
             continue
         if keep_pre and part[0] == _PRE_OPEN:
@@ -190,7 +190,8 @@ def strip_html(text: str, cfg: HtmlConfig = HtmlConfig()) -> str:
     """Return the visible text of an HTML document or fragment, one block per line."""
     if not looks_like_html(text):
         return html.unescape(text) if "&" in text else text
-    text = _MARKERS.sub("", text)  # our markers must not come from the input
+    if _BLOCK in text or _PRE_OPEN in text or _PRE_CLOSE in text:  # ~15x cheaper than the regex's scan
+        text = _MARKERS.sub("", text)  # our markers must not come from the input
     if text.count("<") > _DEPTH_CHECK_FROM and _nesting_depth(text) > MAX_DEPTH:
         text = _flatten(text, frozenset(cfg.drop_tags) | _RAW_TEXT)
     table_tags = text.count("<t") + text.count("<T")  # <table>, <td>, <tr>, ... (and <title>, <tt>)
