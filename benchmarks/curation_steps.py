@@ -198,11 +198,11 @@ def main(argv: list[str] | None = None) -> int:
               "docs": len(rows), "mb": sum(len(r["text"].encode()) for r in rows) / MB, "stride": args.stride,
               "batch_size": args.batch_size, "repeats": args.repeats, "curation": str(Path(curation.__file__).parent),
               "conditions": conditions(), "steps": steps}
-    print(f"{result['docs']} docs, {result['mb']:.1f} MB, curation from {result['curation']}; {result['conditions']}")
-    print(table(steps))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
+    print(f"{result['docs']} docs, {result['mb']:.1f} MB, curation from {result['curation']}; {result['conditions']}")
+    print(table(steps))
     if args.write_md:
         args.write_md.write_text(markdown(None, result, " ".join(["python benchmarks/curation_steps.py",
                                                                    *sys.argv[1:]])))
