@@ -10,6 +10,7 @@ root = Path(__file__).resolve().parents[1]
 parts = [
     ("bench-curation.md", "Curation: the full pipeline vs the seed recipe"),
     ("bench-resume.md", None),  # benchmarks/resume_overhead.py
+    ("bench-curation-steps.md", None),  # benchmarks/curation_steps.py --compare BEFORE AFTER --write-md
     ("bench-pii.md", None),
     ("bench-doc-scaling.md", None),
     ("bench-language.md", None),

@@ -55,6 +55,7 @@ from curation.report import (
     check_conservation,
     check_reader_conservation,
     fingerprint_inputs,
+    preload_plotting,
     write_report,
 )
 from curation.stages import (
@@ -258,6 +259,7 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         (work / folder).mkdir(parents=True, exist_ok=True)
     log.info("planned %d read tasks over %.1f MB -> %d output shards%s", len(tasks), input_bytes / 2**20,
              num_shards, " (resuming)" if state.resume else "")
+    preload_plotting()  # while Ray starts and runs: the report needs it only at the end
     init_ray(cfg)
     if on_ray_started is not None:
         on_ray_started()

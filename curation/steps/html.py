@@ -44,18 +44,35 @@ DROP_TAGS = ("script", "style", "noscript", "template", "svg", "math", "iframe",
 _LOOKS_LIKE_HTML = re.compile(r"<(?:[A-Za-z][A-Za-z0-9-]*[\s/>]|/[A-Za-z]|!)")
 _CELLS = ("td", "th", "caption")
 _TABLE_PARTS = ("table", "tbody", "thead", "tfoot", "tr", *_CELLS)
-_OTHER_BLOCKS = "|".join(t for t in BLOCK_TAGS if t not in _TABLE_PARTS)
+
+
+def _trie(words: list[str]) -> str:
+    """A regex matching any of ``words``, factored by common prefixes (``d(?:d|i(?:alog|v)|l|t)``): ``re``
+    tries the branches of a flat alternation one by one at every ``<``, the trie only those that fit, which
+    halves the cost of the block-tag pass below."""
+    heads: dict[str, list[str]] = {}
+    for w in words:
+        heads.setdefault(w[:1], []).append(w[1:])
+    ends = "" in heads
+    branches = [re.escape(h) + _trie(rest) for h, rest in sorted(heads.items()) if h]
+    if not branches:
+        return ""
+    group = branches[0] if len(branches) == 1 and not ends else "(?:" + "|".join(branches) + ")"
+    return group + ("?" if ends else "")
+
+
+_OTHER_BLOCKS = [t for t in BLOCK_TAGS if t not in _TABLE_PARTS]
 # Markers go where the parser keeps them in place: before and after blocks, but inside table cells, before a
 # table and after it. Text between table parts (a marker before <tr>, <td> or </table>) is "foster-parented"
 # to before the table, and Lexbor appends each such piece to one growing text node: a table of 16,000 rows
 # took 1 s and 0.9 GB for 0.5 MB of HTML.
-_BLOCK_TAG_RE = re.compile(r"<(?=(?:{0}|table)[\s/>]|/(?:{0}|{1})[\s/>])".format(_OTHER_BLOCKS, "|".join(_CELLS)),
+_BLOCK_TAG_RE = re.compile(r"<(?=(?:{})[\s/>]|/(?:{})[\s/>])".format(_trie([*_OTHER_BLOCKS, "table"]),
+                                                                     _trie([*_OTHER_BLOCKS, *_CELLS])),
                            re.IGNORECASE)
 _AFTER_TAG_RE = re.compile(r"<(?:{})(?=[\s/>])[^<>]*>|</table\s*>".format("|".join(_CELLS)), re.IGNORECASE)
 _PRE_OPEN_RE = re.compile(r"<pre(?=[\s>])", re.IGNORECASE)
 _PRE_CLOSE_RE = re.compile(r"</pre\s*>", re.IGNORECASE)
 _PRE_SPLIT = re.compile("(\ue001[^\ue002]*\ue002?)")
-_INLINE_WS = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -72,8 +89,11 @@ def looks_like_html(text: str) -> bool:
 
 
 def _lines_from_marked(text: str, keep_pre: bool) -> str:
+    """The parser's text with each marker a line break: prose pieces get their whitespace collapsed and
+    stripped (``" ".join(piece.split())``: the same as ``re.sub(r"\\s+", " ", piece).strip()``, as both split
+    on ``str.isspace``, at a fraction of the cost over tens of thousands of pieces), empty ones go."""
     lines: list[str] = []
-    for part in _PRE_SPLIT.split(text):
+    for part in _PRE_SPLIT.split(text) if _PRE_OPEN in text else (text,):
         if not part:
             continue
         if keep_pre and part[0] == _PRE_OPEN:
@@ -81,10 +101,7 @@ def _lines_from_marked(text: str, keep_pre: bool) -> str:
             if body.strip():
                 lines.append(body)
             continue
-        for piece in _MARKERS.split(part):
-            piece = _INLINE_WS.sub(" ", piece).strip()
-            if piece:
-                lines.append(piece)
+        lines.extend(filter(None, map(" ".join, map(str.split, _MARKERS.split(part)))))
     return "\n".join(lines)
 
 
@@ -173,7 +190,8 @@ def strip_html(text: str, cfg: HtmlConfig = HtmlConfig()) -> str:
     """Return the visible text of an HTML document or fragment, one block per line."""
     if not looks_like_html(text):
         return html.unescape(text) if "&" in text else text
-    text = _MARKERS.sub("", text)  # our markers must not come from the input
+    if _BLOCK in text or _PRE_OPEN in text or _PRE_CLOSE in text:  # ~15x cheaper than the regex's scan
+        text = _MARKERS.sub("", text)  # our markers must not come from the input
     if text.count("<") > _DEPTH_CHECK_FROM and _nesting_depth(text) > MAX_DEPTH:
         text = _flatten(text, frozenset(cfg.drop_tags) | _RAW_TEXT)
     table_tags = text.count("<t") + text.count("<T")  # <table>, <td>, <tr>, ... (and <title>, <tt>)

@@ -95,8 +95,28 @@ class NormalizeConfig:
             raise ValueError(f"normalize.form must be one of NFKC, NFC, NFKD, NFD, none; got {self.form!r}")
 
 
+_ASCII_CONTROL = bytes(c for c in range(0x80) if _CONTROL.match(chr(c)))
+"""The characters of ``_CONTROL`` that are ASCII, for ``bytes.translate`` on ASCII text."""
+
+
 def normalize_text(text: str, cfg: NormalizeConfig = NormalizeConfig()) -> str:
-    """Normalize one text. Already-normalized ASCII-heavy text costs one C-level check."""
+    """Normalize one text. Already-normalized text costs one C-level check; ASCII text skips the regex too.
+
+    ASCII is stable under every normalization form, so ASCII text only loses its control characters, which
+    ``bytes.translate`` finds ~10x faster than the regex (the same characters: ``_ASCII_CONTROL``)."""
+    if text.isascii():
+        if not cfg.strip_control:
+            return text
+        if "\r" in text:
+            text = _CRLF.sub("\n", text)
+        raw = text.encode("ascii")
+        kept = raw.translate(None, _ASCII_CONTROL)
+        return text if len(kept) == len(raw) else kept.decode("ascii")
+    return normalize_text_full(text, cfg)
+
+
+def normalize_text_full(text: str, cfg: NormalizeConfig = NormalizeConfig()) -> str:
+    """:func:`normalize_text` without its ASCII shortcut: the definition the shortcut is tested against."""
     if cfg.strip_control:
         if "\r" in text:
             text = _CRLF.sub("\n", text)
