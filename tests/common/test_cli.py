@@ -177,11 +177,31 @@ def test_every_command_prints_its_shipped_configs_and_takes_the_print_back(modul
     assert yaml.safe_load(capsys.readouterr().out) == data
 
 
-@pytest.mark.slow
+MAINS = {"curation": "curation.__main__", "modeling.tokenizer": "modeling.tokenizer",
+         "modeling.evaluate": "modeling.evaluate", "modeling.generate": "modeling.generate",
+         "modeling.harness": "modeling.harness", "launch.pipeline": "launch.pipeline", "launch.dvc": "launch.dvc"}
+
+
 @pytest.mark.parametrize("command", ["curation run", "modeling.tokenizer train", "modeling.tokenizer inspect",
                                      "modeling.evaluate", "modeling.generate", "modeling.harness tasks",
                                      "modeling.harness run", "launch.pipeline", "launch.dvc"])
-def test_python_dash_m_help_and_bad_flag(command):
+def test_every_command_has_help_and_refuses_a_bad_flag_in_one_line(command, capsys):
+    import importlib
+
+    module, *sub = command.split()
+    main = importlib.import_module(MAINS[module]).main
+    with pytest.raises(SystemExit) as info:
+        main([*sub, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "--print_config" in out and "--config FILE" in out
+    assert main([*sub, "--no_such_flag", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["curation run", "modeling.harness run"])
+def test_python_dash_m_runs_the_same_command(command):
     argv = [sys.executable, "-m", *command.split()]
     help_ = subprocess.run([*argv, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert help_.returncode == 0 and "--print_config" in help_.stdout and "--config FILE" in help_.stdout
