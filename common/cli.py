@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -37,7 +38,7 @@ from typing import Any
 import yaml
 from jsonargparse import ArgumentParser, set_parsing_settings
 
-from common.config import ConfigError, from_dict, load_yaml, to_dict
+from common.config import from_dict, load_yaml, to_dict
 from common.errors import UserError, run_main
 
 # field docstrings (the string literal under each field) become the flags' help, as for LightningCLI's classes
@@ -224,8 +225,6 @@ def deep_update(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 
 def parse(cmd: Command, argv: Sequence[str] | None) -> Parsed:
     """Parse ``argv`` (None: ``sys.argv[1:]``) for ``cmd``: YAML files, then flags, into a validated config."""
-    import sys
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(cmd)
     types_ = field_types(cmd.config)
@@ -255,10 +254,7 @@ def parse(cmd: Command, argv: Sequence[str] | None) -> Parsed:
         raise CliError("missing " + ", ".join(f"--{m}" for m in missing) + " (pass the flag or set "
                        + ", ".join(f"{m}:" for m in missing) + " in a --config YAML)")
     where = " + ".join(str(f) for f in files) or "flags"
-    try:
-        config = cmd.build(data) if cmd.build is not None else from_dict(cmd.config, data, where=where)
-    except ConfigError:
-        raise
+    config = cmd.build(data) if cmd.build is not None else from_dict(cmd.config, data, where=where)
     flags = from_dict(cmd.flags, switches, where="flags") if cmd.flags is not None else None
     return Parsed(config=config, flags=flags, print_config=show)
 
