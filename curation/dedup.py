@@ -17,6 +17,7 @@ At 128 bits the chance of any collision among 10^12 documents is about 10^-15, s
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,22 +56,33 @@ def shard_of(digest: bytes, num_shards: int) -> int:
 
 
 def add_keys(batch: pa.Table, text_column: str, num_shards: int, cfg: DedupConfig | None) -> pa.Table:
-    """Add ``_dedup_key`` (null for dropped rows, or for all rows when dedup is off) and ``_shard``.
+    """Add ``_dedup_key`` (null for dropped rows, or for all rows when dedup is off) and ``_shard``
+    (:func:`keys_and_shards`)."""
+    reasons = [None if live else "dropped" for live in live_mask(batch)]
+    keys, shards = keys_and_shards(batch.column(text_column).to_pylist(), reasons,
+                                   batch.column(columns.ID).to_pylist(), num_shards, cfg)
+    return set_keys(batch, keys, shards)
 
-    Rows without a key are spread over shards by the hash of their id, so dropped rows balance too.
-    """
-    texts = batch.column(text_column).to_pylist()
-    ids = batch.column(columns.ID).to_pylist()
+
+def keys_and_shards(texts: Sequence[object], reasons: Sequence[str | None], ids: Sequence[object], num_shards: int,
+                    cfg: DedupConfig | None) -> tuple[list[bytes | None], list[int]]:
+    """The dedup key and the key partition of each row: the key's hash for a live row (reason None) with text;
+    rows without a key are spread over partitions by the hash of their id, so dropped rows balance too."""
     keys: list[bytes | None] = []
     shards: list[int] = []
-    for text, rid, live in zip(texts, ids, live_mask(batch)):
-        if cfg is not None and live and isinstance(text, str):
+    for text, rid, why in zip(texts, ids, reasons):
+        if cfg is not None and why is None and isinstance(text, str):
             k = dedup_key(text, cfg.key)
             keys.append(k)
             shards.append(shard_of(k, num_shards))
         else:
             keys.append(None)
             shards.append(shard_of(xxhash.xxh3_64_digest(str(rid).encode("utf-8")), num_shards))
+    return keys, shards
+
+
+def set_keys(batch: pa.Table, keys: Sequence[bytes | None], shards: Sequence[int]) -> pa.Table:
+    """``batch`` with the ``_dedup_key`` and ``_shard`` columns of :func:`keys_and_shards`."""
     batch = set_column(batch, columns.DEDUP_KEY, pa.array(keys, type=KEY_TYPE))
     return set_column(batch, columns.SHARD, pa.array(shards, type=pa.int32()))
 

@@ -174,3 +174,11 @@ def test_quality_filter_marks_without_removing_and_keeps_earlier_reasons():
 def test_normalizer_adapter_without_drop_column():
     out = UnicodeNormalizer()(pa.table({"text": ["ｘ", None]}))
     assert out.column("text").to_pylist() == ["x", None]
+
+
+def test_html_block_tags_match_ascii_case_only_like_the_parser():
+    # any ASCII case is the tag; the Unicode case folds of re.IGNORECASE (İ -> i, ſ -> s, K -> k) are not
+    assert strip_html("a<DiV>b</dIv>c<BlockQuote>q</BLOCKQUOTE>") == "a\nb\nc\nq"
+    assert strip_html("a<dİv>b</dİv>c") == "abc"
+    assert strip_html("x<ſection>y</ſection>z<blocKquote>w</blocKquote>") == "x<ſection>yz\nw"  # not a tag
+    assert strip_html("<TABLE><TR><TD>1</TD><TD>2</TD></TR></TABLE><PRE>  a\n b</PRE>") == "1\n2\n  a\n b"

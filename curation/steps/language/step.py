@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from curation import columns
 from curation.steps import base
-from curation.steps.language.backends import DETECTORS, LanguageDetector, get_detector
+from curation.steps.language.backends import DETECTORS, LanguageDetector, get_detector, remembering
 from curation.steps.language.codes import UND, normalise_code
 from curation.steps.language.text import (
     clean_for_detection,
@@ -157,7 +157,7 @@ def drop_reason(found: Detection, cfg: LanguageConfig) -> str | None:
 
 
 @dataclass
-class LanguageFilter:
+class LanguageFilter(base.Step):
     """Batch step: writes ``lang`` and ``lang_score`` for every live row (null elsewhere) and marks rows
     whose language is unwanted. Ray: ``ds.map_batches(LanguageFilter, fn_constructor_args=(cfg,),
     batch_format="pyarrow", concurrency=n)``.
@@ -176,7 +176,7 @@ class LanguageFilter:
     def detector(self) -> LanguageDetector:
         """The loaded backend (loads it on first access)."""
         if self._detector is None:
-            self._detector = get_detector(self.cfg.backend)
+            self._detector = remembering(get_detector(self.cfg.backend))
         return self._detector
 
     def __getstate__(self) -> dict[str, Any]:
@@ -184,22 +184,14 @@ class LanguageFilter:
         state["_detector"] = None  # reloaded lazily in the receiving process
         return state
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column(self.text_column).to_pylist()
-        live = base.live_mask(batch)
-        langs: list[str | None] = []
-        scores: list[float | None] = []
-        reasons: list[str | None] = []
-        for text, is_live in zip(texts, live):
-            if not is_live or not isinstance(text, str):
-                langs.append(None)
-                scores.append(None)
-                reasons.append(None)
-                continue
+    def apply(self, texts: base.Texts) -> None:
+        n = len(texts.values)
+        langs: list[str | None] = [None] * n
+        scores: list[float | None] = [None] * n
+        reasons: list[str | None] = [None] * n
+        for i, text in texts.rows():
             found = classify_text(text, self.cfg, self.detector)
-            langs.append(found.lang)
-            scores.append(found.score)
-            reasons.append(drop_reason(found, self.cfg))
-        batch = base.set_column(batch, columns.LANG, langs, type=pa.string())
-        batch = base.set_column(batch, columns.LANG_SCORE, scores, type=pa.float32())
-        return base.mark_dropped(batch, reasons)
+            langs[i], scores[i], reasons[i] = found.lang, found.score, drop_reason(found, self.cfg)
+        texts.add_column(columns.LANG, langs, type=pa.string())
+        texts.add_column(columns.LANG_SCORE, scores, type=pa.float32())
+        texts.mark(reasons)
