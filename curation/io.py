@@ -29,6 +29,7 @@ import os
 import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -336,6 +337,11 @@ def _plan_hf(name: str, text_column: str, cfg: ReaderConfig, reserved: frozenset
 
 
 def _has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds lone surrogates (undecodable bytes under ``surrogateescape``, or ``\\udc80``
+    escapes in JSON), which UTF-8 cannot hold. ``str.isascii`` answers in constant time for the ASCII texts
+    (CPython keeps the flag), so only the others pay for a trial encode."""
+    if text.isascii():
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -369,13 +375,16 @@ class _ColumnRenamer:
         self.cache: dict[tuple[str, ...], dict[str, str]] = {}
 
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The record under the names it may keep. Without a rename this is ``record`` itself, not a copy:
+        every parser hands over a dict of its own making (``json.loads``, ``to_pylist``, ``dict(zip(...))``),
+        used once, which ``_RowBuffer.add`` then completes in place; copying each row cost time for nothing."""
         keys = tuple(record)
         mapping = self.cache.get(keys)
         if mapping is None:
             if len(self.cache) > 1024:
                 self.cache.clear()
             mapping = self.cache[keys] = rename_columns(keys, *self.args)
-        return {mapping.get(k, k): v for k, v in record.items()} if mapping else dict(record)
+        return {mapping.get(k, k): v for k, v in record.items()} if mapping else record
 
 
 def id_string(value: object) -> str:
@@ -389,7 +398,16 @@ def id_string(value: object) -> str:
 
 
 class _RowBuffer:
-    """Accumulates rows of one read task and turns them into Arrow tables of bounded size."""
+    """Accumulates rows of one read task and turns them into Arrow tables of bounded size.
+
+    Texts are classified as ``classify_text`` does, with one thing put off to ``flush``: whether a non-ASCII
+    text holds lone surrogates (``invalid_utf8``). ``classify_text`` finds out with a trial ``str.encode`` of the
+    whole text, and building the Arrow column encodes it again; here the column is built first and only when
+    Arrow refuses it (it cannot encode surrogates) are the texts checked one by one. The result is the same:
+    a text with surrogates is never blank (a surrogate is not whitespace), so ``empty_text`` can be decided
+    before, and nothing else in a row depends on the text (unless the id column is the text column: then the
+    check is not put off, as the id of an ``invalid_utf8`` row is made up from its offset).
+    """
 
     def __init__(self, source: str, id_prefix: str, text_column: str, cfg: ReaderConfig,
                  reserved: frozenset[str], stringified: set[str] | None = None) -> None:
@@ -397,11 +415,15 @@ class _RowBuffer:
         self.stringified = stringified
         self.rename = _ColumnRenamer(text_column, cfg, reserved)
         self.rows: list[dict[str, Any]] = []
+        self.defer = cfg.id_column != text_column
+        """Whether the surrogate check of kept texts waits for ``flush``."""
 
     def text_of(self, value: object) -> tuple[str | None, str | None]:
         limit = self.cfg.max_doc_chars
         if limit is not None and isinstance(value, (str, bytes)) and len(value) > limit:
             return None, "oversized"  # before classify_text, which encodes the whole text
+        if self.defer and type(value) is str:
+            return (value, None) if value.strip() else (None, "empty_text")  # surrogates: see flush
         return classify_text(value)
 
     def add(self, offset: int, record: dict[str, Any] | None, reason: str | None = None,
@@ -425,39 +447,92 @@ class _RowBuffer:
 
     def flush(self) -> pa.Table:
         rows, self.rows = self.rows, []
-        return rows_to_table(rows, self.text_column, self.stringified)
+        built: dict[str, pa.Array] = {}
+        if self.defer:
+            name = self.text_column
+            try:
+                built[name] = pa.array([r[name] for r in rows], type=pa.large_string())
+            except Exception:  # lone surrogates (UnicodeEncodeError): those rows are invalid_utf8
+                for r in rows:
+                    text = r[name]
+                    if text is not None and _has_surrogates(text):
+                        r[name], r[columns.DROP_REASON] = None, "invalid_utf8"
+        return _rows_to_table(rows, self.text_column, self.stringified, built)
 
 
 def _sanitize(value: Any) -> Any:
-    """Values Arrow cannot hold as UTF-8 (lone surrogates in side columns) become replacement characters."""
+    """Values Arrow cannot hold as UTF-8 (lone surrogates in side columns): each surrogate becomes ``?``."""
     if isinstance(value, str) and _has_surrogates(value):
         return value.encode("utf-8", "replace").decode("utf-8")
     return value
 
 
+_ARROW_REFUSALS = (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError)
+"""What ``pa.array`` raises for values it cannot put in one column (``3`` and ``"x"``, an int past 64 bits)."""
+
+
+def _column_slow(name: str, values: list[Any], text_column: str, stringified: set[str] | None) -> pa.Array:
+    """One column of ``rows_to_table`` the careful way: every string checked for lone surrogates (each becomes
+    ``?``), then the values unified, a side column that does not unify turned into strings."""
+    values = [_sanitize(v) for v in values]
+    if name == text_column:
+        return pa.array(values, type=pa.large_string())
+    if name in (columns.ID, columns.SOURCE, columns.DROP_REASON):
+        return pa.array(values, type=pa.string())
+    try:
+        arr = pa.array(values)
+        if pa.types.is_null(arr.type):
+            arr = arr.cast(pa.string())
+    except _ARROW_REFUSALS:
+        arr = pa.array([_sanitize(json_string(v)) for v in values], type=pa.string())
+        if stringified is not None:
+            stringified.add(name)
+    return arr
+
+
+def _column(name: str, values: list[Any], text_column: str, stringified: set[str] | None) -> pa.Array:
+    """One column of ``rows_to_table``: ``pa.array`` on the values as they are, and ``_column_slow`` only when
+    Arrow refuses them.
+
+    Why this gives the same column as ``_column_slow`` always would: sanitizing changes nothing but top-level
+    strings with lone surrogates, and Arrow cannot encode those (``UnicodeEncodeError``, whatever type it
+    infers or is given). So when ``pa.array`` takes the values as they are, none had surrogates and sanitizing
+    would have been the identity; when it refuses them for any reason, the careful way runs from the start, with
+    the result (or the error) it has always had. Sanitizing first cost a trial ``str.encode`` of every value of
+    every column, the whole text included (already checked by then), before ``pa.array`` encoded each value
+    again; with the text check that ``_RowBuffer`` now puts off, that was about a fifth of ``read_task``'s CPU
+    time on a corpus jsonl file (``benchmarks/curation_read.py``).
+    """
+    try:
+        if name == text_column:
+            return pa.array(values, type=pa.large_string())
+        if name in (columns.ID, columns.SOURCE, columns.DROP_REASON):
+            return pa.array(values, type=pa.string())
+        arr = pa.array(values)
+    except Exception:  # any refusal: the careful way decides, as it always did
+        return _column_slow(name, values, text_column, stringified)
+    return arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
+
+
 def rows_to_table(rows: list[dict[str, Any]], text_column: str, stringified: set[str] | None = None) -> pa.Table:
     """Build a table from row dicts. A side column whose values Arrow cannot unify becomes strings the way
     ``schema.conform`` does it across files (``schema.json_string``: strings as they are, other values as
-    JSON), and its name is added to ``stringified``."""
-    names: dict[str, None] = {}
-    for r in rows:
-        names.update(dict.fromkeys(r))
+    JSON), and its name is added to ``stringified``. Each lone surrogate in a top-level string becomes ``?``
+    (``read_task``'s text column has none: such texts are dropped as ``invalid_utf8``). Columns come in the
+    order their names first appear in the rows."""
+    return _rows_to_table(rows, text_column, stringified, {})
+
+
+def _rows_to_table(rows: list[dict[str, Any]], text_column: str, stringified: set[str] | None,
+                   built: dict[str, pa.Array]) -> pa.Table:
+    """``rows_to_table``, taking the columns in ``built`` as they are (the text column ``_RowBuffer.flush``
+    built to find lone surrogates)."""
+    names = dict.fromkeys(chain.from_iterable(rows))  # iterating a dict gives its keys, in order
     arrays, fields = [], []
     for name in names:
-        values = [_sanitize(r.get(name)) for r in rows]
-        if name == text_column:
-            arr = pa.array(values, type=pa.large_string())
-        elif name in (columns.ID, columns.SOURCE, columns.DROP_REASON):
-            arr = pa.array(values, type=pa.string())
-        else:
-            try:
-                arr = pa.array(values)
-                if pa.types.is_null(arr.type):
-                    arr = arr.cast(pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-                arr = pa.array([_sanitize(json_string(v)) for v in values], type=pa.string())
-                if stringified is not None:
-                    stringified.add(name)
+        arr = built.get(name)
+        if arr is None:
+            arr = _column(name, [r.get(name) for r in rows], text_column, stringified)
         arrays.append(arr)
         fields.append(pa.field(name, arr.type))
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
