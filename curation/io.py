@@ -461,9 +461,15 @@ class _RowBuffer:
 
 
 def _sanitize(value: Any) -> Any:
-    """Values Arrow cannot hold as UTF-8 (lone surrogates in side columns): each surrogate becomes ``?``."""
-    if isinstance(value, str) and _has_surrogates(value):
-        return value.encode("utf-8", "replace").decode("utf-8")
+    """Values Arrow cannot hold as UTF-8 (lone surrogates in side columns, also inside nested objects and lists,
+    keys included): each surrogate becomes ``?``. Before nested values were covered, one such value in a
+    record stopped the whole run with a ``UnicodeEncodeError``."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8") if _has_surrogates(value) else value
+    if isinstance(value, dict):
+        return {_sanitize(k): _sanitize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sanitize(v) for v in value]
     return value
 
 

@@ -236,13 +236,17 @@ def test_id_column_that_is_the_text_column_still_gives_invalid_rows_offset_ids(t
     assert [r["id"] for r in rows] == ["ok", "a.jsonl:000000000015", "a.jsonl:000000000036", "\u00e9"]
 
 
-def test_a_nested_surrogate_alone_fails_as_it_did(tmp_path, monkeypatch):
-    """Arrow cannot encode a surrogate inside a struct and the reader never sanitized nested values: that
-    raised before, and raises the same now (not fixed here: a fix would change the output)."""
-    _write_lines(tmp_path / "a.jsonl", [json.dumps({"text": "x", "nested": {"k": SURR}})])
-    _assert_same_as_reference(monkeypatch, [tmp_path / "a.jsonl"])
-    with pytest.raises(UnicodeEncodeError):
-        list(read_task(plan_reads([str(tmp_path / "a.jsonl")], "text").tasks[0], "text"))
+def test_a_nested_surrogate_becomes_a_replacement_character_not_a_crash(tmp_path):
+    """Arrow cannot encode a surrogate inside a struct or a list: the reader replaces it (keys too), as it does
+    in top-level side columns, instead of stopping the run."""
+    _write_lines(tmp_path / "a.jsonl", [json.dumps({"text": "x", "nested": {"k": SURR, SURR: [SURR, "ok"]}}),
+                                        json.dumps({"text": "y", "nested": {"k": "fine"}})])
+    rows = [r for t in read_task(plan_reads([str(tmp_path / "a.jsonl")], "text").tasks[0], "text")
+            for r in t.to_pylist()]
+    assert [r["text"] for r in rows] == ["x", "y"]
+    fixed = SURR.encode("utf-8", "replace").decode("utf-8")
+    assert "?" in fixed and rows[0]["nested"]["k"] == fixed and rows[1]["nested"]["k"] == "fine"
+    assert rows[0]["nested"][fixed] == [fixed, "ok"]
 
 
 def test_every_format_with_messy_content_is_read_as_before(tmp_path, monkeypatch):
