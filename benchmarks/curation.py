@@ -49,6 +49,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
+import html.entities
 import json
 import os
 import platform
@@ -253,6 +254,12 @@ def _output_only_checks(rows: dict[str, dict[str, Any]], c: Counter[str]) -> dic
     return {"mean_chars": round(chars / max(c["docs"], 1)), "docs_by_source_language": dict(langs.most_common(12))}
 
 
+def _is_entity(found: str) -> bool:
+    """Whether an ``_ENTITY`` match is one a browser decodes: numeric, or a name HTML defines. ``&new;`` and
+    ``&old;`` in C code (``newp = &new;``) are code, not leftover markup."""
+    return found[1] == "#" or found[1:] in html.entities.html5
+
+
 def _input_checks(text_out: str, text_in: str, injected: list[dict[str, str]], c: Counter[str]) -> None:
     """Checks of one output doc against its input doc: markup that was real markup, bodies, injections."""
     flat = _fold_ws(text_out)
@@ -263,7 +270,7 @@ def _input_checks(text_out: str, text_in: str, injected: list[dict[str, str]], c
         # &lt;input ...&gt;, e.g. in Django's forms docs) does not, and keeping it is correct.
         flat_in = _fold_ws(unicodedata.normalize("NFKC", text_in))
         c["html_tag"] += any(_fold_ws(t) in flat_in for t in tags)
-    entities = set(_ENTITY.findall(text_out)[:20])
+    entities = {e for e in _ENTITY.findall(text_out)[:20] if _is_entity(e)}
     if entities:
         # An entity the input only had escaped (&amp;amp;) is correct text after unescaping.
         c["html_entity"] += any(text_in.count(e) > text_in.count("&amp;" + e[1:]) for e in entities)

@@ -348,3 +348,47 @@ def test_filter_is_lazy_and_picklable_before_and_after_loading() -> None:
     assert again._detector is None
     assert again(table).equals(first)
     assert first.column(columns.DROP_REASON).to_pylist() == [None, REASON_LANGUAGE]
+
+
+# ------------------------------------------------------------------------------ the wider check of mixed scripts
+
+_CMD = "run pip install numpy then git commit and make test in the build directory for the release of it ok "
+_JA = "設定を変更する必要がなければ、ここまでで止めてパッケージのコンパイルとビルドに進むことも可能です。" * 3
+
+
+def _windows_fool_the_short_sample() -> str:
+    """1,000 characters whose three 100-character windows (the 300 sample) are English commands while the
+    200-character windows of the 600 sample are half Japanese prose."""
+    ja = (_JA * 10)
+    text = _CMD[:100] + ja[:350] + _CMD[:100] + ja[350:700] + _CMD[:100]
+    assert len(text) == 1000
+    return text
+
+
+def test_mixed_scripts_needs_both_kinds_of_letters():
+    from curation.steps.language import mixed_scripts
+
+    assert not mixed_scripts("plain English text, with café and naïve words")
+    assert not mixed_scripts("Привет, как дела? Всё хорошо.") and not mixed_scripts(_JA)
+    assert mixed_scripts("cp /boot/config ~/kernel/.config 設定を変更する必要がなければ")
+    assert not mixed_scripts("a long English sentence that quotes one word: 設定 and nothing else at all here")
+    assert mixed_scripts("a short English line that quotes: 設定を変更する必要", share=0.1)
+
+
+def test_a_keep_on_mixed_scripts_is_checked_on_the_wider_sample():
+    from curation.steps.language import LanguageConfig, classify_text, filter_text, get_detector
+
+    text = _windows_fool_the_short_sample()
+    detector = get_detector("fasttext")
+    cfg = LanguageConfig(languages=("en",))
+    assert classify_text(text, cfg, detector).lang == "en"  # the 300 sample alone is fooled
+    found, why = filter_text(text, cfg, detector)
+    assert found.lang == "ja" and why == "language"
+    off = LanguageConfig(languages=("en",), verify_chars=0)
+    assert filter_text(text, off, detector)[1] is None  # without the check it is kept
+    # a drop is final, and text of one script is never sampled twice
+    assert filter_text(_JA * 20, cfg, detector)[1] == "language"
+    english = "The printer on the third floor has been out of toner since Monday. " * 20
+    assert filter_text(english, cfg, detector) == (classify_text(english, cfg, detector), None)
+    with pytest.raises(ValueError, match="verify_chars"):
+        LanguageConfig(verify_chars=-1)

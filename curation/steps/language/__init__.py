@@ -40,12 +40,19 @@ from curation.steps.language.step import (
     classify_text,
     detect_language,
     drop_reason,
+    filter_text,
 )
-from curation.steps.language.text import clean_for_detection, count_letters, sample_text, script_language
+from curation.steps.language.text import (
+    clean_for_detection,
+    count_letters,
+    mixed_scripts,
+    sample_text,
+    script_language,
+)
 
 __all__ = [
     "DETECTORS", "REASON_LANGUAGE", "REASON_LOW_SCORE", "REASON_SHORT", "UND", "Detection", "FastTextDetector",
     "LangdetectDetector", "LangidDetector", "LanguageConfig", "LanguageDetector", "LanguageFilter",
     "LinguaDetector", "classify_text", "clean_for_detection", "count_letters", "detect_language", "drop_reason",
-    "get_detector", "normalise_code", "sample_text", "script_language",
+    "filter_text", "get_detector", "mixed_scripts", "normalise_code", "sample_text", "script_language",
 ]

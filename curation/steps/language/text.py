@@ -98,6 +98,26 @@ def script_language(text: str, cjk_share: float) -> tuple[str, float] | None:
 
 
 
+_LATIN_LETTER = re.compile(r"[^\W\d_\u0250-\U0010ffff]")
+"""A letter of the Latin blocks (ASCII, Latin-1, Latin Extended-A/B: up to U+024F)."""
+_OTHER_LETTER = re.compile(r"[^\W\d_\x00-\u024f]")
+"""A letter of any other script (IPA and beyond: Greek, Cyrillic, Arabic, CJK, ...)."""
+MIXED_SCRIPT_SHARE = 0.1
+"""Share of the letters the lesser of Latin and other scripts must reach for :func:`mixed_scripts`."""
+
+
+def mixed_scripts(text: str, share: float = MIXED_SCRIPT_SHARE) -> bool:
+    """Whether Latin letters and letters of other scripts each make at least ``share`` of the letters of
+    ``text``: a Japanese page quoting commands, a Russian one with code. ASCII text costs one check."""
+    if text.isascii():
+        return False
+    other = len(_OTHER_LETTER.findall(text))
+    if not other:
+        return False
+    latin = len(_LATIN_LETTER.findall(text))
+    return min(latin, other) >= share * (latin + other)
+
+
 def has_cjk(text: str) -> bool:
     """Whether ``text`` holds any Han, Kana or Hangul character (one C-level check for ASCII text)."""
     return not text.isascii() and _CJK_ANY.search(text) is not None
