@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -242,15 +243,18 @@ def test_cli_leaves_no_ray_process_behind(tmp_path):
     src.write_text("".join(json.dumps({"text": f"Document number {i} about routers and firmware."}) + "\n"
                            for i in range(20)), encoding="utf-8")
     ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--num-cpus", "1", "--no-progress",
-             env={"RAY_TMPDIR": ray_tmp})
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "Curation finished" in r.stdout
-    assert any(Path(ray_tmp).glob("ray/session_*")), "the run did not use RAY_TMPDIR: this test checks nothing"
-    deadline = time.monotonic() + 5  # a process the kernel is still reaping
-    while (left := ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert left == []
+    try:
+        r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--num-cpus", "1", "--no-progress",
+                 env={"RAY_TMPDIR": ray_tmp})
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "Curation finished" in r.stdout
+        assert any(Path(ray_tmp).glob("ray/session_*")), "the run did not use RAY_TMPDIR: this test checks nothing"
+        deadline = time.monotonic() + 5  # a process the kernel is still reaping
+        while (left := ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_map_tasks_counts_what_ran_and_a_failing_task_stops_the_stage(ray_local):

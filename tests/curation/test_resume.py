@@ -4,6 +4,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -191,6 +192,7 @@ def test_sigterm_and_ctrl_c_stop_with_a_word_and_resume_finishes(corpus, referen
         while (left := ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert left == []
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     r = _cli(corpus, out, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_same_as_reference(out, reference)
