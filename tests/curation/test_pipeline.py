@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -104,8 +105,8 @@ def test_refuses_to_mix_with_an_earlier_run(ray_local, corpus, tmp_path):
     assert report["split"]["train"]["docs"] == len(pq.read_table(tmp_path / "o" / "data", columns=["id"]))
 
 
-def _cli(*args, cwd=REPO, timeout=300):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+def _cli(*args, cwd=REPO, timeout=300, env=None):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     return subprocess.run([sys.executable, "-m", "curation", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
@@ -218,3 +219,57 @@ def test_cli_refuses_a_folder_holding_someone_elses_data(tmp_path):
     r = _cli("run", "--input", str(proj / "data" / "raw"), "--output", str(other), "--overwrite", timeout=60)
     assert r.returncode == 2 and "not written by this tool" in r.stderr
     assert (other / "data" / "theirs.parquet").read_text() == "x"
+
+
+def ray_leftovers(ray_tmpdir: str) -> list[str]:
+    """Processes of the Ray whose temp dir (``RAY_TMPDIR``) is ``ray_tmpdir`` still running: raylet, GCS,
+    monitor, agents and workers all name their session folder on their command line."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if ray_tmpdir in " ".join(proc.info["cmdline"] or []):
+            found.append(f"{proc.pid}: {' '.join(proc.info['cmdline'])[:120]}")
+    return found
+
+
+def test_cli_leaves_no_ray_process_behind(tmp_path):
+    """The CLI stops the Ray it started itself (common.ray_runtime.shutdown_ray) before it exits: no raylet,
+    GCS server or worker of that Ray survives the run."""
+    import tempfile
+    import time
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text("".join(json.dumps({"text": f"Document number {i} about routers and firmware."}) + "\n"
+                           for i in range(20)), encoding="utf-8")
+    ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        r = _cli("run", "--input", str(src), "--output", str(tmp_path / "out"), "--num-cpus", "1", "--no-progress",
+                 env={"RAY_TMPDIR": ray_tmp})
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "Curation finished" in r.stdout
+        assert any(Path(ray_tmp).glob("ray/session_*")), "the run did not use RAY_TMPDIR: this test checks nothing"
+        deadline = time.monotonic() + 5  # a process the kernel is still reaping
+        while (left := ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == []
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_map_tasks_counts_what_ran_and_a_failing_task_stops_the_stage(ray_local):
+    """The stages' runner (plain Ray tasks since Ray Data's start-up cost seconds): one task per item, the count
+    of items computed (not found done), and an error in a task reaches the driver as that error."""
+    from curation.pipeline import _map_tasks
+
+    class Stage:  # defined here: pickled by value, so the workers need not import this test module
+        def __call__(self, items: pa.Table):
+            for item in items.to_pylist():
+                if item["i"] == 3:
+                    raise ValueError("item 3 is bad")
+                yield pa.table({"i": [item["i"]], "reused": [item["i"] % 2 == 0]})
+
+    assert _map_tasks([], Stage()) == 0
+    assert _map_tasks([{"i": i} for i in (1, 2, 4, 5, 7)], Stage(), progress=True, label="test") == 3
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        _map_tasks([{"i": i} for i in range(8)], Stage())

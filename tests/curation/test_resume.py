@@ -4,9 +4,11 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import yaml
 
 from curation import layout
 from curation.sample import generate
+from tests.curation.test_pipeline import ray_leftovers
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -55,8 +58,8 @@ def _cli(corpus, out, *extra, timeout=300):
                           timeout=timeout)
 
 
-def _start(corpus, out, *extra, stderr=subprocess.DEVNULL):
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+def _start(corpus, out, *extra, stderr=subprocess.DEVNULL, env=None):
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "curation", "run", "--config", str(corpus / "cfg.yaml"),
                              "--output", str(out), *extra], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                             stderr=stderr, text=True, start_new_session=True)
@@ -177,13 +180,19 @@ def test_sigterm_and_ctrl_c_stop_with_a_word_and_resume_finishes(corpus, referen
     out = tmp_path / "out"
     for sig, code, name, extra in ((signal.SIGTERM, 143, "SIGTERM", ()), (signal.SIGINT, 130, "SIGINT", ("--resume",))):
         before = _tasks_done(out) if out.exists() else 0
-        proc = _start(corpus, out, *extra, stderr=subprocess.PIPE)
+        ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # to find this run's Ray processes afterwards
+        proc = _start(corpus, out, *extra, stderr=subprocess.PIPE, env={"RAY_TMPDIR": ray_tmp})
         _wait_for(lambda b=before: out.exists() and _tasks_done(out) >= b + 2, proc)
         proc.send_signal(sig)  # to the driver alone, as `kill PID` or docker stop; Ctrl-C in a terminal
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == code, err[-3000:]
         assert f"interrupted ({name})" in err and "--resume" in err and "Traceback" not in err
         assert not (out / layout.MARKER).exists()
+        deadline = time.monotonic() + 5  # the driver stopped its Ray before exiting: nothing left running
+        while (left := ray_leftovers(ray_tmp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert left == []
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     r = _cli(corpus, out, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_same_as_reference(out, reference)
