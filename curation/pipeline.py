@@ -294,7 +294,6 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
         (work / folder).mkdir(parents=True, exist_ok=True)
     log.info("planned %d read tasks over %.1f MB -> %d output shards%s", len(tasks), input_bytes / 2**20,
              num_shards, " (resuming)" if state.resume else "")
-    preload_plotting()  # while Ray starts and runs: the report needs it only at the end
     init_ray(cfg)
     if on_ray_started is not None:
         on_ray_started()
@@ -312,6 +311,9 @@ def _run_locked(cfg: RunConfig, plan: Any, state: layout.OutputState, num_shards
     # the cap on held-out documents, from counts every read task recorded: the same on --resume
     fraction = split.effective_fraction(
         cfg.split, split.candidate_docs(task_records, [s.name for s in cfg.selected_steps(CLEAN)]))
+    # matplotlib for the report's plots, imported while stage 2 runs (its last shards leave a core idle); before
+    # Ray started it competed with Ray's own processes starting up
+    preload_plotting()
     shard_records, shards_ran = _stage2(cfg, num_shards, work, out_schema, task_records, dedup_records, task_shards,
                                         fraction)
     for folder in [DATA_DIR] + ([HELDOUT_DIR] if cfg.split.enabled else []):
