@@ -50,7 +50,7 @@ class RunOptions:
     num_cpus: int | None = None
     """CPUs for the embedded local Ray (None: all of this machine's). Ignored when attaching to a cluster."""
     progress: bool = True
-    """Show Ray Data's progress bars."""
+    """Show a progress bar per stage (tasks done of tasks to do) on stderr."""
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -174,9 +174,9 @@ class ReadCleanStage:
     """Ray adapter of stage 1: planned read tasks in; each one read, cleaned and written to the work folder,
     with its dedup keys.
 
-    Reading and cleaning are one operator on purpose: as two fused ``map_batches`` Ray Data bundles input rows
-    up to the larger batch size, which put every read task into one Ray task and left the other CPUs idle.
-    A task whose result file exists already (``--resume``, or a retry after the write) is not done again.
+    Reading and cleaning are one task on purpose: a document is read, cleaned and written by the same process,
+    and the read tasks spread over every CPU (when they were two fused Ray Data operators, Ray Data bundled
+    every read task into one Ray task and left the other CPUs idle). A task whose result file exists already (``--resume``, or a retry after the write) is not done again.
     """
 
     def __init__(self, cfg: RunConfig, num_shards: int, work: str, reserved: frozenset[str]) -> None:

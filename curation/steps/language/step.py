@@ -66,11 +66,12 @@ class LanguageConfig:
     document is bounded (fastText costs ~0.3 ms per 1000 characters) and boilerplate at one end does not
     decide alone. On whole pages fastText is as accurate from 300 characters up (docs/benchmarks.md)."""
     verify_chars: int = 600
-    """A text the filter would keep whose letters mix scripts (at least 10 % Latin and 10 % other letters in a
-    sample of this many characters) is decided again on that wider sample: three 100-character windows of a
+    """A text the filter would keep whose letters mix scripts (at least a tenth Latin and a tenth other letters
+    in a sample of this many characters) is decided again on that wider sample: three 100-character windows of a
     Japanese or Arabic page can hold only its commands and file names. Only with ``languages`` set; at most
-    ``sample_chars`` turns it off. Measured on the benchmark corpus against one 600-character sample: 44 % fewer
-    characters through the model, fewer non-English and fewer non-Latin documents kept."""
+    ``sample_chars`` turns it off. Measured on the benchmark corpus against one 600-character sample: 0.56x the
+    characters through the model, fewer non-English and fewer non-Latin documents kept
+    (benchmarks/language_sample.py)."""
     cjk_share: float | None = 0.4
     """Apply the CJK script rule when Han/Kana/Hangul characters make at least this share of the
     "words" (each CJK character counts as one, each run of other letters as one). Lower values rescue more
