@@ -411,6 +411,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += ["", f"**Ratio ours/seed: {ratio:.1f}x docs/s wall clock** (target >= 5x); "
                       f"{cpu_ratio:.1f}x less CPU time."]  # fmt: skip
     lines += dedup_lines(results.get("dedup"))
+    lines += step_lines(results.get("steps"))
     lines += ["", "Output quality (count / denominator):", "", "| measure | seed recipe | ours |", "|---|---:|---:|"]
     for key, label, denom in QUALITY_ROWS:
         lines.append(
@@ -452,6 +453,38 @@ def dedup_lines(d: dict[str, Any] | None) -> list[str]:
                 f"{d['input_bytes'] / 2**20:.0f} MiB of input; documents never cross it. Dedup stage "
                 f"{d['dedup_seconds']:.1f} s wall ({d['dedup_task_seconds']:.1f} s in its {d['key_partitions']} "
                 "key-partition tasks)."]
+
+
+def step_figures(out_dir: Path) -> dict[str, Any] | None:
+    """Our run's per-step figures and its wall-clock phases, from its report.json (None without one)."""
+    path = out_dir / "report.json"
+    if not path.is_file():
+        return None
+    report = json.loads(path.read_text())
+    return {"steps": report.get("steps", {}), "wall": report.get("timings", {}).get("wall_seconds", {})}
+
+
+def step_lines(d: dict[str, Any] | None) -> list[str]:
+    """Markdown table of where our run's time went: each step's rows and text in, the seconds its batch function
+    took summed over the tasks (the workers' wall clock inside the step), per document; then the run's phases."""
+    if not d or not d.get("steps"):
+        return []
+    lines = ["", "Where ours spends its time (its report.json: seconds inside each step's batch function, summed "
+                 "over the tasks that ran it in parallel):", "",
+             "| step | docs in | M chars in | docs out | s | µs / doc |", "|---|---:|---:|---:|---:|---:|"]
+    for name, st in d["steps"].items():
+        if name == "read":
+            continue
+        lines.append(f"| {name} | {st['rows_in']:,} | {st['chars_in'] / 1e6:.0f} | {st['rows_out']:,} | "
+                     f"{st['seconds']:.1f} | {1e6 * st['seconds'] / max(st['rows_in'], 1):.0f} |")
+    total = sum(st["seconds"] for n, st in d["steps"].items() if n != "read")
+    lines.append(f"| **all steps** | | | | {total:.1f} | |")
+    wall = d.get("wall") or {}
+    if wall:
+        lines += ["", f"Run phases (driver wall clock): Ray start {wall.get('ray_start', 0):.1f} s, stages and report "
+                      f"{wall.get('pipeline', 0):.1f} s, {wall.get('total', 0):.1f} s in all from the start of the run "
+                      "(interpreter start-up and exit are in the table's wall time)."]
+    return lines
 
 
 def machine_line() -> str:
@@ -538,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "quality": quality,
         "dedup": dedup_figures(work / "ours") if "ours" in outputs else None,
+        "steps": step_figures(work / "ours") if "ours" in outputs else None,
     }  # fmt: skip
     if "seed" in runs and "ours" in runs and runs["seed"]["docs_per_s"]:
         results["ratio_docs_per_s"] = round(runs["ours"]["docs_per_s"] / runs["seed"]["docs_per_s"], 2)
