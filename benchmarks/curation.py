@@ -33,6 +33,7 @@ Quality is measured on both outputs, per document joined on ``id`` with the inpu
                                              that was not escaped text there (markup the docs *show*, escaped
                                              as &lt;input&gt;, is correct text once unescaped)
     tag_like / entity_like / html_comment    any tag- or entity-looking text, and comment delimiters
+    html_comment_left                        a whole <!-- ... --> comment found verbatim in the input doc
     script_style_body                        the body of a <script>/<style> the input doc had still in the output
     url / injected_url                       any URL left; the injected URL still there
     raw_email                                anything email-shaped left
@@ -181,6 +182,7 @@ def run_pipeline(name: str, command: list[str], out_dir: Path, log: Path, rows_i
 _TAG = re.compile(r"</?[a-zA-Z][\w:-]*(?:\s[^<>]*)?/?>")
 _ENTITY = re.compile(r"&(?:[a-zA-Z][a-zA-Z0-9]{1,31}|#\d{1,7}|#[xX][0-9a-fA-F]{1,6});")
 _COMMENT = re.compile(r"<!--|-->")
+_WHOLE_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _URL = re.compile(r"https?://|\bwww\.[\w-]+\.\w", re.I)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)*\.[a-zA-Z]{2,}")
 _BODIES = re.compile(r"<(script|style)\b[^>]*>(.*?)</\1\s*>", re.I | re.S)
@@ -270,6 +272,11 @@ def _input_checks(text_out: str, text_in: str, injected: list[dict[str, str]], c
         # &lt;input ...&gt;, e.g. in Django's forms docs) does not, and keeping it is correct.
         flat_in = _fold_ws(unicodedata.normalize("NFKC", text_in))
         c["html_tag"] += any(_fold_ws(t) in flat_in for t in tags)
+    comments = _WHOLE_COMMENT.findall(text_out)[:20]
+    if comments:
+        # a comment the page showed (escaped there as &lt;!-- ... --&gt;) is correct text; one verbatim in the
+        # input is markup the cleaning left
+        c["html_comment_left"] += any(cm in text_in for cm in comments)
     entities = {e for e in _ENTITY.findall(text_out)[:20] if _is_entity(e)}
     if entities:
         # An entity the input only had escaped (&amp;amp;) is correct text after unescaping.
@@ -329,7 +336,8 @@ QUALITY_ROWS = [
     ("html_tag", "docs with leftover markup (a tag found verbatim in the input)", "docs"),
     ("tag_like", "docs with any `<tag>`-like text (incl. markup shown as text)", "docs"),
     ("html_entity", "docs with a leftover entity (`&amp;` `&#8217;` ...)", "docs"),
-    ("html_comment", "docs with `<!--` or `-->`", "docs"),
+    ("html_comment_left", "docs with an HTML comment left (a `<!-- ... -->` found verbatim in the input)", "docs"),
+    ("html_comment", "docs with `<!--` or `-->` (incl. comments and `-->` arrows shown as text)", "docs"),
     ("script_style_body", "script/style body text left", "had_script_style_body"),
     ("url", "docs with a URL (`http(s)://` or `www.`)", "docs"),
     ("injected_url", "injected URLs left", "injected_url_total"),
