@@ -5,13 +5,13 @@ registry (:mod:`curation.steps.registry`); this module runs them. The stages the
 Plan::
 
     read tasks ─► stage 1, one Ray task per read task: read, then the ``clean`` steps batch by batch (normalize,
-    html, urls, whitespace, quality, language), then the dedup key of every row; its rows stay in
+    html, urls, whitespace, quality, language, pii), then the dedup key of every row; its rows stay in
     ``.curation/work/tasks/`` in read order, and its dedup keys (one per distinct text: hash, smallest id,
     row) go beside them by key partition, plus a small JSON of its counts (the task's "done" mark)
           ─► dedup, one Ray task per key partition: its keys from every read task, the smallest id of each
     text that several read tasks hold wins (:func:`curation.keys.decide`); decisions written by output shard
           ─► stage 2, one Ray task per output shard, which owns a contiguous run of read tasks: their rows and
-    the decisions about them, the ``shard`` steps (dedup, PII), sort by id, the held-out split
+    the decisions about them, the ``shard`` steps (dedup), sort by id, the held-out split
     (:mod:`curation.split`), write ``data/part-NNNNN`` and ``heldout/part-NNNNN`` atomically, plus a JSON of the
     shard's counts
           ─► report, conservation check, report files, then ``_SUCCESS`` (see :mod:`curation.layout`).
@@ -239,7 +239,7 @@ def _stage2(cfg: RunConfig, num_shards: int, work: Path, out_schema: pa.Schema, 
             decisions[int(shard)].append([rec["file"], group])
     todo = [{"shard": s, "tasks": json.dumps(owned[s]), "decisions": json.dumps(decisions[s])}
             for s in range(num_shards) if not shard_file(work, s).is_file()]
-    log.info("stage 2 (dedup, PII, write): %d of %d shards to do", len(todo), num_shards)
+    log.info("stage 2 (dedup, write): %d of %d shards to do", len(todo), num_shards)
     ran = _map_tasks(todo, ShardStage(cfg, str(work), schema.schema_to_json(out_schema), heldout_fraction),
                      cfg.progress, "stage 2")
     return [layout.read_json(shard_file(work, s)) for s in range(num_shards)], ran

@@ -273,7 +273,7 @@ class DedupStage:
 class ShardStage:
     """Ray adapter of stage 2: one output shard; the cleaned rows of its read tasks (a contiguous run of them,
     :func:`curation.keys.assign_shards`) with the dedup decisions that concern them, the ``shard`` steps
-    (dedup, PII), then dropped rows set apart, the rest sorted by id, split into training and held-out rows
+    (dedup), then dropped rows set apart, the rest sorted by id, split into training and held-out rows
     (``heldout_fraction``: the run's effective fraction) and written atomically."""
 
     def __init__(self, cfg: RunConfig, work: str, out_schema: str, heldout_fraction: float = 0.0) -> None:

@@ -608,30 +608,27 @@ def redact(text: str, cfg: PiiConfig = PiiConfig()) -> tuple[str, Counter[str]]:
     return "".join(parts), counts
 
 
-class PiiRedactor:
+class PiiRedactor(base.Step):
     """Batch step: redact the text column of live rows and write per-kind counts to ``pii_counts``.
 
     ``pii_counts`` is a ``struct<kind: int32, ...>`` with one field per enabled kind, so parquet and JSON
     writers both store it as a plain record; rows that are dropped or have null text get zeros.
     """
 
-    def __init__(self, cfg: PiiConfig, text_column: str = "text") -> None:
-        self.cfg = cfg
-        self.text_column = text_column
-        self.counts_type = pa.struct([(k, pa.int32()) for k in cfg.kinds])
+    cfg: PiiConfig
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column(self.text_column).to_pylist()
-        live = base.live_mask(batch)
-        out: list[str | None] = []
-        counts: dict[str, list[int]] = {k: [0] * len(texts) for k in self.cfg.kinds}
-        for i, (text, ok) in enumerate(zip(texts, live)):
-            if ok and isinstance(text, str):
-                text, found = redact(text, self.cfg)
-                for kind, n in found.items():
-                    counts[kind][i] = n
-            out.append(text)
-        batch = base.set_column(batch, self.text_column, pa.array(out, type=pa.large_string()))
+    def __init__(self, cfg: PiiConfig | None = None, text_column: str = "text") -> None:
+        super().__init__(cfg, text_column)
+        self.counts_type = pa.struct([(k, pa.int32()) for k in self.cfg.kinds])
+
+    def apply(self, texts: base.Texts) -> None:
+        counts: dict[str, list[int]] = {k: [0] * len(texts.values) for k in self.cfg.kinds}
+        out = list(texts.values)
+        for i, text in texts.rows():
+            out[i], found = redact(text, self.cfg)
+            for kind, n in found.items():
+                counts[kind][i] = n
+        texts.values, texts.text_changed = out, True
         struct = pa.StructArray.from_arrays([pa.array(counts[k], type=pa.int32()) for k in self.cfg.kinds],
                                             fields=list(self.counts_type))
-        return base.set_column(batch, columns.PII_COUNTS, struct)
+        texts.add_column(columns.PII_COUNTS, struct)

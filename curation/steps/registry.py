@@ -12,8 +12,9 @@ from that line:
 - docs/curation-steps.md: the step table there is :func:`markdown_table`, checked by a test.
 
 Steps run in the order of :data:`STEPS`, whatever order a user lists them in: cheap filters first, so that
-dropped rows travel light; dedup once every copy of a text has met; PII (the costliest) last, on the rows
-that survive. How to add one: docs/curation-steps.md.
+dropped rows travel light; PII on the rows the filters keep, before the dedup keys are taken, so that texts
+that are the same once redacted (a boilerplate page that differed only by an e-mail address) are duplicates;
+dedup once every copy of a text has met. How to add one: docs/curation-steps.md.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ STEPS: tuple[StepSpec, ...] = (
              columns=(columns.LANG, columns.LANG_SCORE),
              flags=(Flag("--languages", "languages", "keep these ISO 639-1 languages, e.g. en,de"),
                     Flag("--language-backend", "backend", "language ID backend (default: fasttext)"))),
+    StepSpec("pii", CLEAN, PiiConfig, PiiRedactor, columns=(columns.PII_COUNTS,)),
     StepSpec("dedup", SHARD, DedupConfig, DuplicateMarker, drop_reasons=(REASON_DUPLICATE,),
              flags=(Flag("--dedup-key", "key", "dedup on exact or case/space-folded text"),)),
-    StepSpec("pii", SHARD, PiiConfig, PiiRedactor, columns=(columns.PII_COUNTS,)),
 )
 """Every step, in the order they run."""
 

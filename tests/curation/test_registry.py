@@ -24,7 +24,7 @@ from curation.steps.base import FilterStep, set_column
 from curation.steps.registry import CLEAN, SHARD, Flag, StepSpec
 
 REPO = Path(__file__).resolve().parents[2]
-ORDER = ("normalize", "html", "urls", "whitespace", "quality", "language", "dedup", "pii")
+ORDER = ("normalize", "html", "urls", "whitespace", "quality", "language", "pii", "dedup")
 
 
 # ------------------------------------------------------------------------------- two toy steps, in the test only
@@ -89,13 +89,13 @@ ToyRunConfig = run_config_class(_with_toys())
 
 def test_registry_order_and_stages():
     assert tuple(s.name for s in registry.STEPS) == ORDER
-    assert [s.phase for s in registry.STEPS] == [CLEAN] * 6 + [SHARD] * 2
+    assert [s.phase for s in registry.STEPS] == [CLEAN] * 7 + [SHARD]
     assert RunConfig.step_specs == registry.STEPS
     assert RunConfig().steps == ORDER and RunConfig().ordered_steps == ORDER
     cfg = RunConfig(steps=("pii", "html", "dedup", "normalize"))
-    assert cfg.ordered_steps == ("normalize", "html", "dedup", "pii")
-    assert [s.name for s in cfg.selected_steps(CLEAN)] == ["normalize", "html"]
-    assert [s.name for s in cfg.selected_steps(SHARD)] == ["dedup", "pii"]
+    assert cfg.ordered_steps == ("normalize", "html", "pii", "dedup")
+    assert [s.name for s in cfg.selected_steps(CLEAN)] == ["normalize", "html", "pii"]
+    assert [s.name for s in cfg.selected_steps(SHARD)] == ["dedup"]
     assert cfg.reserved_columns == frozenset(columns.INTERNAL) | {columns.PII_COUNTS}
     assert [f.name for f in dataclasses.fields(RunConfig)][-len(ORDER):] == list(ORDER)  # a section per step
 
@@ -167,7 +167,7 @@ def test_the_docs_example_step_works_as_written(monkeypatch):
 
 
 def test_a_registered_step_gets_a_config_section_a_flag_and_its_place():
-    assert ToyRunConfig().ordered_steps == (*ORDER[:5], "spam", *ORDER[5:7], "stamp", "pii")
+    assert ToyRunConfig().ordered_steps == (*ORDER[:5], "spam", *ORDER[5:8], "stamp")
     cfg = from_dict(ToyRunConfig, {"steps": ["stamp", "spam", "normalize"], "spam": {"word": "casino"}})
     assert cfg.step_config("spam") == SpamConfig("casino") and cfg.ordered_steps == ("normalize", "spam", "stamp")
     assert [s.name for s in cfg.selected_steps(CLEAN)] == ["normalize", "spam"]
@@ -175,7 +175,7 @@ def test_a_registered_step_gets_a_config_section_a_flag_and_its_place():
     with pytest.raises(ConfigError, match=r"config.spam: unknown key\(s\) \['words'\]; valid keys are \['word'\]"):
         from_dict(ToyRunConfig, {"spam": {"words": "x"}})
     with pytest.raises(ConfigError, match="valid steps are normalize,html,urls,whitespace,quality,spam,language,"
-                                          "dedup,stamp,pii"):
+                                          "pii,dedup,stamp"):
         from_dict(ToyRunConfig, {"steps": ["spelling"]})
     with pytest.raises(ConfigError, match=r"unknown step\(s\) \['spam'\]"):
         from_dict(RunConfig, {"steps": ["spam"]})  # the real registry has no such step
@@ -229,7 +229,7 @@ def test_the_pipeline_runs_a_registered_step_in_its_stage_and_the_report_counts_
     assert report["languages"] == {"kept": {}, "seen": {}} and report["pii"] == {}  # no step wrote lang / pii
     out = pq.read_table(tmp_path / "out" / "data")
     # the columns steps add come last, in registry order (``lang`` and ``pii_counts`` are the input's own here)
-    assert out.column_names == ["id", "text", "source", "input_stamp", "lang", "stamp", "pii_counts"]
+    assert out.column_names == ["id", "text", "source", "input_stamp", "lang", "pii_counts", "stamp"]
     assert set(out.column("stamp").to_pylist()) == {"shuffled=True,deduped=True"}
     assert set(out.column("input_stamp").to_pylist()) == {"theirs"}  # the input's column of that name is kept
     assert "| spam | 5 | 3 | 2 |" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
