@@ -416,8 +416,12 @@ def render_markdown(results: dict[str, Any]) -> str:
     if seed and ours and seed["returncode"] == 0 and ours["returncode"] == 0:
         ratio = ours["docs_per_s"] / seed["docs_per_s"]
         cpu_ratio = seed["cpu_s"] / ours["cpu_s"] if ours["cpu_s"] else float("nan")
-        lines += ["", f"**Ratio ours/seed: {ratio:.1f}x docs/s wall clock** (target >= 5x); "
+        lines += ["", f"**Ratio ours/seed: {ratio:.1f}x docs/s wall clock** (target >= 10x); "
                       f"{cpu_ratio:.1f}x less CPU time."]  # fmt: skip
+    if ours and ours.get("all_wall_s"):
+        lines += ["", f"Ours ran {len(ours['all_wall_s'])} times, one after the other (each a first run: a fresh "
+                      f"process and an empty output folder); wall s: {', '.join(f'{w:.1f}' for w in ours['all_wall_s'])}; "
+                      f"CPU s: {', '.join(f'{c:.0f}' for c in ours['all_cpu_s'])}. The table shows the median run."]
     lines += dedup_lines(results.get("dedup"))
     lines += step_lines(results.get("steps"))
     lines += ["", "Output quality (count / denominator):", "", "| measure | seed recipe | ours |", "|---|---:|---:|"]
@@ -514,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="reuse WORK/seed's last timing if it ran on the same corpus (the seed takes tens of minutes)")
     p.add_argument("--ours-arg", action="append", default=[], metavar="ARG",
                    help="extra argument for `python -m curation run` (repeatable), e.g. --ours-arg=--config=x.yaml")
+    p.add_argument("--ours-repeat", type=int, default=1, metavar="N",
+                   help="run ours N times (each a first run: fresh process, empty output) and show the median by "
+                        "wall clock; its 30-odd seconds move with the machine's minute-to-minute speed, the seed's "
+                        "five minutes average over it")
     p.add_argument("--timeout", type=float, default=4 * 3600, help="seconds before a pipeline run is killed")
     p.add_argument("--write-md", metavar="FILE", help="also write the results as a Markdown section to FILE")
     p.add_argument("--note", default="", help="free text for the Markdown section (e.g. how busy the machine was)")
@@ -550,8 +558,13 @@ def main(argv: list[str] | None = None) -> int:
         if name == "ours" and not (REPO / "curation" / "__main__.py").exists():
             print("[ours] curation/__main__.py does not exist yet: skipped", file=sys.stderr)
             continue
-        runs[name] = asdict(run_pipeline(name, commands[name], work / name, work / f"{name}.log", rows_in,
-                                         fingerprint, args.timeout))  # fmt: skip
+        repeats = args.ours_repeat if name == "ours" else 1
+        tries = [asdict(run_pipeline(name, commands[name], work / name, work / f"{name}.log", rows_in,
+                                     fingerprint, args.timeout)) for _ in range(max(1, repeats))]  # fmt: skip
+        runs[name] = sorted(tries, key=lambda r: (r["returncode"] != 0, r["wall_s"]))[(len(tries) - 1) // 2]
+        if len(tries) > 1:
+            runs[name]["all_wall_s"] = [r["wall_s"] for r in tries]
+            runs[name]["all_cpu_s"] = [r["cpu_s"] for r in tries]
 
     print("measuring output quality ...", file=sys.stderr)
     outputs = {name: work / name for name, r in runs.items() if r["returncode"] == 0 and (work / name).exists()}

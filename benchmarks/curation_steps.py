@@ -89,15 +89,19 @@ def measure(rows: list[dict[str, str]], names: list[str], repeats: int, batch_si
 
     from curation.steps.base import live_mask
 
-    steps = _steps(names)
     batches = [pa.table({"id": [r["id"] for r in rows[i:i + batch_size]],
                          "text": pa.array([r["text"] for r in rows[i:i + batch_size]], type=pa.large_string())})
                for i in range(0, len(rows), batch_size)]
-    for _name, step in steps:  # warm-up: model loads, regex compiles, lazy imports
-        step(batches[0].slice(0, 8))
+    warm = pa.table({"id": ["w"], "text": pa.array(["<p>Warm up: models load, regexes compile.</p>"],
+                                                    type=pa.large_string())})
     best: dict[str, float] = {}
     seen: dict[str, dict[str, int]] = {}
     for _ in range(repeats):
+        # new step objects each repeat: what a step remembers (the language answers of repeated samples) must not
+        # carry over from one repeat to the next; the models themselves stay loaded (once per process)
+        steps = _steps(names)
+        for _name, step in steps:  # warm-up: model loads, regex compiles, lazy imports
+            step(warm)
         cpu = dict.fromkeys(names, 0.0)
         docs = dict.fromkeys(names, 0)
         nbytes = dict.fromkeys(names, 0)
