@@ -11,6 +11,7 @@ parts = [
     ("bench-curation.md", "Curation: the full pipeline vs the seed recipe"),
     ("bench-resume.md", None),  # benchmarks/resume_overhead.py
     ("bench-curation-steps.md", None),  # benchmarks/curation_steps.py --compare BEFORE AFTER --write-md
+    ("bench-curation-startup.md", None),  # benchmarks/curation_startup.py --compare BEFORE AFTER
     ("bench-pii.md", None),
     ("bench-doc-scaling.md", None),
     ("bench-language.md", None),
