@@ -16,7 +16,17 @@ import pytest
 
 import curation.io as cio
 from curation import columns
-from curation.io import ReadAccount, ReaderConfig, ReadTask, id_string, plan_reads, read_task, rename_columns
+from curation.io import (
+    ReadAccount,
+    ReaderConfig,
+    ReadTask,
+    _has_surrogates,
+    _RowBuffer,
+    classify_text,
+    plan_reads,
+    read_task,
+    rename_columns,
+)
 from curation.schema import json_string
 
 DROP = columns.DROP_REASON
@@ -26,33 +36,12 @@ SURR = "a\udc80b"  # a lone surrogate, as surrogateescape makes of the byte 0x80
 # ------------------------------------------------------------------------- reference: the code before
 
 
-def _ref_has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def _ref_classify_text(value: object) -> tuple[str | None, str | None]:
-    if value is None:
-        return None, "null_text"
-    if isinstance(value, bytes):
-        try:
-            value = value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None, "invalid_utf8"
-    if not isinstance(value, str):
-        return None, "non_string_text"
-    if _ref_has_surrogates(value):
-        return None, "invalid_utf8"
-    if not value.strip():
-        return None, "empty_text"
-    return value, None
+# ``classify_text`` and ``_has_surrogates`` are the reader's own: their answers did not change (the ASCII
+# shortcut of the latter returns what the trial encode would), so the reference uses them as they are.
 
 
 def _ref_sanitize(value: Any) -> Any:
-    if isinstance(value, str) and _ref_has_surrogates(value):
+    if isinstance(value, str) and _has_surrogates(value):
         return value.encode("utf-8", "replace").decode("utf-8")
     return value
 
@@ -82,14 +71,16 @@ def _ref_rows_to_table(rows, text_column, stringified=None):
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-class _RefRowBuffer:
-    def __init__(self, source, id_prefix, text_column, cfg, reserved, stringified=None):
-        self.source, self.id_prefix, self.text_column, self.cfg = source, id_prefix, text_column, cfg
-        self.stringified = stringified
-        self.args = (text_column, reserved, cfg.id_column)
-        self.rows = []
+class _RefRowBuffer(_RowBuffer):
+    """The row buffer as it was: what changed is overridden (renaming by copy, the text checked in full on
+    every row, the table built by the reference); ``add`` did not change and is the reader's own."""
 
-    def rename(self, record):
+    def __init__(self, source, id_prefix, text_column, cfg, reserved, stringified=None):
+        super().__init__(source, id_prefix, text_column, cfg, reserved, stringified)
+        self.args = (text_column, reserved, cfg.id_column)
+        self.rename = self.rename_by_copy  # the reader sets its renamer on the instance
+
+    def rename_by_copy(self, record):
         mapping = rename_columns(tuple(record), *self.args)
         return {mapping.get(k, k): v for k, v in record.items()} if mapping else dict(record)
 
@@ -97,25 +88,7 @@ class _RefRowBuffer:
         limit = self.cfg.max_doc_chars
         if limit is not None and isinstance(value, (str, bytes)) and len(value) > limit:
             return None, "oversized"
-        return _ref_classify_text(value)
-
-    def add(self, offset, record, reason=None, row_id=None):
-        row = self.rename(record) if record else {}
-        text, why = self.text_of(row.get(self.text_column)) if reason is None else (None, reason)
-        row[self.text_column] = text
-        if row_id is None:
-            own_id = row.get(self.cfg.id_column)
-            row_id = id_string(own_id) if own_id is not None else f"{self.id_prefix}:{offset:012d}"
-        row[columns.ID] = row_id
-        if columns.SOURCE in row:
-            own_source = row[columns.SOURCE]
-            row[columns.SOURCE] = None if own_source is None else str(own_source)
-        else:
-            row[columns.SOURCE] = self.source
-        row[DROP] = why
-        self.rows.append(row)
-        if len(self.rows) >= self.cfg.batch_rows:
-            yield self.flush()
+        return classify_text(value)
 
     def flush(self):
         rows, self.rows = self.rows, []
