@@ -58,20 +58,19 @@ def shard_of(digest: bytes, num_shards: int) -> int:
 def add_keys(batch: pa.Table, text_column: str, num_shards: int, cfg: DedupConfig | None) -> pa.Table:
     """Add ``_dedup_key`` (null for dropped rows, or for all rows when dedup is off) and ``_shard``
     (:func:`keys_and_shards`)."""
-    reasons = [None if live else "dropped" for live in live_mask(batch)]
-    keys, shards = keys_and_shards(batch.column(text_column).to_pylist(), reasons,
+    keys, shards = keys_and_shards(batch.column(text_column).to_pylist(), live_mask(batch),
                                    batch.column(columns.ID).to_pylist(), num_shards, cfg)
     return set_keys(batch, keys, shards)
 
 
-def keys_and_shards(texts: Sequence[object], reasons: Sequence[str | None], ids: Sequence[object], num_shards: int,
+def keys_and_shards(texts: Sequence[object], live: Sequence[bool], ids: Sequence[object], num_shards: int,
                     cfg: DedupConfig | None) -> tuple[list[bytes | None], list[int]]:
-    """The dedup key and the key partition of each row: the key's hash for a live row (reason None) with text;
-    rows without a key are spread over partitions by the hash of their id, so dropped rows balance too."""
+    """The dedup key and the key partition of each row: the key's hash for a live row with text; rows without
+    a key are spread over partitions by the hash of their id, so dropped rows balance too."""
     keys: list[bytes | None] = []
     shards: list[int] = []
-    for text, rid, why in zip(texts, ids, reasons):
-        if cfg is not None and why is None and isinstance(text, str):
+    for text, rid, ok in zip(texts, ids, live):
+        if cfg is not None and ok and isinstance(text, str):
             k = dedup_key(text, cfg.key)
             keys.append(k)
             shards.append(shard_of(k, num_shards))

@@ -124,7 +124,8 @@ class CleanStage:
         texts.mark([EMPTY_AFTER_CLEANING if text == "" else None for text in texts.values])
         partition = self.cfg.step_config(PARTITION_STEP) if PARTITION_STEP in self.cfg.ordered_steps else None
         ids = batch.column(columns.ID).to_pylist()
-        keys, shards = keys_and_shards(texts.values, texts.reasons, ids, self.num_shards, partition)
+        live = [why is None for why in texts.reasons]
+        keys, shards = keys_and_shards(texts.values, live, ids, self.num_shards, partition)
         return _shrink_dropped(set_keys(texts.into(batch), keys, shards), tc)
 
 
