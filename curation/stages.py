@@ -56,14 +56,18 @@ def make_step(spec: StepSpec, cfg: RunConfig) -> BatchStep:
     return spec.make(cfg.step_config(spec.name), cfg.text_column)
 
 
-def run_text_step(name: str, step: Step, texts: Texts, stats: dict[str, StepStats]) -> None:
-    """:func:`run_step` for a step that works on :class:`Texts`: the same counts, no Arrow in between."""
-    rows_in, chars_in = texts.live_chars()
+def run_text_step(name: str, step: Step, texts: Texts, stats: dict[str, StepStats],
+                  counted: tuple[int, int]) -> tuple[int, int]:
+    """:func:`run_step` for a step that works on :class:`Texts`: the same counts, no Arrow in between.
+    ``counted`` is ``texts.live_chars()`` as the step finds them (what the step before counted on its way out);
+    returns them as the step leaves them, for the next one."""
+    rows_in, chars_in = counted
     t0 = time.perf_counter()
     step.apply(texts)
     seconds = time.perf_counter() - t0
     rows_out, chars_out = texts.live_chars()
     stats.setdefault(name, StepStats()).add(StepStats(rows_in, rows_out, chars_in, chars_out, seconds))
+    return rows_out, chars_out
 
 
 def _live_chars(batch: pa.Table, text_column: str) -> tuple[int, int]:
@@ -112,14 +116,15 @@ class CleanStage:
             self._steps = [make_step(spec, self.cfg) for spec in self.specs]
         tc = self.cfg.text_column
         texts = Texts(batch, tc)
-        rows_in, chars_in = texts.live_chars()
-        stats.setdefault("read", StepStats()).add(StepStats(batch.num_rows, rows_in, 0, chars_in, 0.0))
+        counted = texts.live_chars()
+        stats.setdefault("read", StepStats()).add(StepStats(batch.num_rows, counted[0], 0, counted[1], 0.0))
         for spec, step in zip(self.specs, self._steps):
-            if runs_on_texts(step):
-                run_text_step(spec.name, step, texts, stats)  # the texts stay Python strings between steps
+            if runs_on_texts(step):  # the texts stay Python strings between steps
+                counted = run_text_step(spec.name, step, texts, stats, counted)
             else:
                 batch = run_step(spec.name, step, texts.into(batch), tc, stats)
                 texts = Texts(batch, tc)
+                counted = texts.live_chars()
         # text the cleaning steps emptied (an HTML page of only scripts) is dropped, with its own reason
         texts.mark([EMPTY_AFTER_CLEANING if text == "" else None for text in texts.values])
         partition = self.cfg.step_config(PARTITION_STEP) if PARTITION_STEP in self.cfg.ordered_steps else None

@@ -12,7 +12,7 @@ from curation import columns
 from curation.config import RunConfig, from_dict
 from curation.dedup import add_keys
 from curation.report import StepStats
-from curation.stages import EMPTY_AFTER_CLEANING, PARTITION_STEP, CleanStage, make_step
+from curation.stages import EMPTY_AFTER_CLEANING, PARTITION_STEP, CleanStage, make_step, run_step
 from curation.steps.base import Texts, live_mask, mark_dropped, runs_on_texts, set_column
 from curation.steps.language import LanguageConfig, LanguageFilter
 from curation.steps.language.backends import get_detector, remembering
@@ -72,6 +72,14 @@ def test_the_texts_chain_gives_what_the_steps_give_one_by_one(real_batch, settin
     fast = stage(real_batch, stats)
     reference = _one_by_one(stage, [make_step(spec, cfg) for spec in stage.specs], real_batch)
     assert fast.equals(reference)
+    # every step's rows and characters in and out, as run_step counts them in Arrow one step at a time
+    arrow_stats: dict[str, StepStats] = {}
+    batch = real_batch
+    for spec in stage.specs:
+        batch = run_step(spec.name, make_step(spec, cfg), batch, "text", arrow_stats)
+    counts = ("rows_in", "rows_out", "chars_in", "chars_out")
+    assert {n: [getattr(st, c) for c in counts] for n, st in stats.items() if n != "read"} == \
+        {n: [getattr(st, c) for c in counts] for n, st in arrow_stats.items()}
     reasons = fast.column(columns.DROP_REASON).to_pylist()
     if "language" in cfg.ordered_steps:
         assert stats["language"].rows_in > stats["language"].rows_out > 0
